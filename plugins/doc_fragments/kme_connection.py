@@ -1,0 +1,78 @@
+# -*- coding: utf-8 -*-
+# Copyright: qsafe.keyfabric contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # Connection options shared by every module and plugin that talks to a KME.
+    DOCUMENTATION = r'''
+options:
+  interface:
+    description:
+      - The key-delivery interface the KME speaks.
+      - C(etsi014) is ETSI GS QKD 014 v1.1.1 (REST over HTTPS with mutual TLS).
+    type: str
+    default: etsi014
+    choices: [etsi014]
+  sae_id:
+    description:
+      - The ID of the secure application entity (SAE) this connection acts as.
+      - With I(endpoints_file), selects which SAE's KME, certificate and key to use.
+      - The KME identifies the caller by its client certificate, so this must match the
+        certificate's subject.
+    type: str
+  kme_url:
+    description:
+      - Base URL of the KME, for example C(https://kme-a.example.net:8443). The ETSI 014
+        path C(/api/v1/keys/) is appended by the client.
+      - Taken from I(endpoints_file) when not given.
+    type: str
+  client_cert:
+    description:
+      - Path to the SAE's client certificate (PEM) for mutual TLS.
+      - Taken from I(endpoints_file) when not given.
+    type: path
+  client_key:
+    description:
+      - Path to the private key (PEM) of I(client_cert). Only the path is passed around;
+        the key itself never leaves the file.
+      - Taken from I(endpoints_file) when not given.
+    type: path
+  ca_cert:
+    description:
+      - Path to the CA certificate (PEM) that the KME's server certificate must chain to.
+        Environment variables such as C(REQUESTS_CA_BUNDLE) are ignored on purpose.
+      - Taken from I(endpoints_file) when not given.
+    type: path
+  endpoints_file:
+    description:
+      - Path to an endpoints manifest (format C(qkdsim-endpoints/1)), as written by the
+        simulated QKD network (C(python -m qkdsim)) into its state directory. It supplies
+        I(kme_url), I(client_cert), I(client_key) and I(ca_cert) for I(sae_id).
+      - Options given directly take precedence over the manifest.
+    type: path
+  timeout:
+    description:
+      - Seconds to wait for the KME to connect and to answer each request.
+    type: float
+    default: 10.0
+  retries:
+    description:
+      - How many times a failed request is retried, with exponential backoff.
+      - Only requests that cannot have consumed key material are retried (connection not
+        made, or the KME answered 503). A key request whose answer was lost is never
+        repeated, so no key is ever consumed twice; the task fails and says so.
+    type: int
+    default: 3
+  retry_backoff:
+    description:
+      - Delay before the first retry, in seconds; it doubles for each further retry.
+    type: float
+    default: 0.5
+requirements:
+  - requests (on the host that talks to the KME)
+'''

@@ -1,0 +1,160 @@
+# -*- coding: utf-8 -*-
+# Copyright: qsafe.keyfabric contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one connection layer between the collection and key management entities (KMEs).
+
+Modules and lookups name the same connection options (documented once in the
+``qsafe.keyfabric.kme_connection`` doc fragment). Each caller wraps its option source in a
+``ConnectionOptions`` adapter: a module's ``params``, or a plugin's ``get_option`` (which
+already merged direct options, variables, environment and ansible.cfg). ``resolve_connection``
+fills what is missing from an endpoints manifest (the simulator's ``endpoints.json`` has this
+format) and checks the result; ``open_client`` returns the key-delivery client for the
+interface.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.etsi014_client import Etsi014Client
+
+INTERFACES = ('etsi014',)
+ENDPOINTS_FORMAT = 'qkdsim-endpoints/1'
+
+# name -> (argument spec for modules); defaults live here and in the doc fragment only.
+CONNECTION_ARGSPEC = dict(
+    interface=dict(type='str', default='etsi014', choices=list(INTERFACES)),
+    kme_url=dict(type='str'),
+    sae_id=dict(type='str'),
+    client_cert=dict(type='path'),
+    client_key=dict(type='path', no_log=False),
+    ca_cert=dict(type='path'),
+    endpoints_file=dict(type='path'),
+    timeout=dict(type='float', default=10.0),
+    retries=dict(type='int', default=3),
+    retry_backoff=dict(type='float', default=0.5),
+)
+
+
+def connection_argument_spec():
+    """A fresh copy of the connection options' argument spec, for AnsibleModule."""
+    return dict((name, dict(spec)) for name, spec in CONNECTION_ARGSPEC.items())
+
+
+class ConnectionOptions:
+    """Reads connection options from a dict (module params) or a plugin's get_option."""
+
+    def __init__(self, getter):
+        self._get = getter
+
+    @classmethod
+    def from_dict(cls, options):
+        return cls(options.get)
+
+    @classmethod
+    def from_plugin(cls, plugin):
+        def getter(name):
+            try:
+                return plugin.get_option(name)
+            except KeyError:
+                return None
+        return cls(getter)
+
+    def get(self, name):
+        value = self._get(name)
+        if value is None and name in CONNECTION_ARGSPEC:
+            return CONNECTION_ARGSPEC[name].get('default')
+        return value
+
+
+def load_endpoints(path):
+    """Read an endpoints manifest (qkdsim-endpoints/1). Errors name the file and the problem."""
+    try:
+        with open(path) as handle:
+            manifest = json.load(handle)
+    except (OSError, IOError) as exc:
+        raise KeyDeliveryError('cannot read endpoints_file %s: %s' % (path, exc.strerror or exc), kind='config')
+    except ValueError as exc:
+        raise KeyDeliveryError('endpoints_file %s is not valid JSON: %s' % (path, exc), kind='config')
+    if not isinstance(manifest, dict) or manifest.get('format') != ENDPOINTS_FORMAT:
+        raise KeyDeliveryError('endpoints_file %s is not a %s manifest' % (path, ENDPOINTS_FORMAT), kind='config')
+    for section in ('kmes', 'saes'):
+        if not isinstance(manifest.get(section), dict):
+            raise KeyDeliveryError('endpoints_file %s has no "%s" map' % (path, section), kind='config')
+    return manifest
+
+
+def resolve_connection(options, sae_id=None, manifest=None):
+    """The complete connection settings for one SAE, as a dict.
+
+    ``sae_id`` overrides the ``sae_id`` option (the lookup resolves many SAEs with one set of
+    options). Values given directly win over the endpoints manifest.
+    """
+    sae_id = sae_id or options.get('sae_id')
+    interface = options.get('interface')
+    if interface not in INTERFACES:
+        raise KeyDeliveryError('interface must be one of %s, got %r' % (', '.join(INTERFACES), interface),
+                               kind='config')
+    settings = dict(interface=interface, sae_id=sae_id)
+    for name in ('kme_url', 'client_cert', 'client_key', 'ca_cert'):
+        settings[name] = options.get(name)
+    for name in ('timeout', 'retries', 'retry_backoff'):
+        settings[name] = options.get(name)
+
+    endpoints_file = options.get('endpoints_file')
+    if endpoints_file and any(settings[name] is None for name in ('kme_url', 'client_cert', 'client_key', 'ca_cert')):
+        manifest = manifest or load_endpoints(endpoints_file)
+        if not sae_id:
+            raise KeyDeliveryError('sae_id is required to find this SAE in endpoints_file %s' % endpoints_file,
+                                   kind='config')
+        sae = manifest['saes'].get(sae_id)
+        if not isinstance(sae, dict):
+            raise KeyDeliveryError('SAE %s is not in endpoints_file %s (known: %s)' % (
+                sae_id, endpoints_file, ', '.join(sorted(manifest['saes'])) or 'none'), kind='config')
+        kme = manifest['kmes'].get(sae.get('kme_id'))
+        if not isinstance(kme, dict):
+            raise KeyDeliveryError('endpoints_file %s names KME %s for SAE %s but does not list it'
+                                   % (endpoints_file, sae.get('kme_id'), sae_id), kind='config')
+        url = (kme.get('interfaces') or {}).get(interface, {}).get('url')
+        if settings['kme_url'] is None and not url:
+            raise KeyDeliveryError('KME %s in endpoints_file %s does not serve interface %s'
+                                   % (sae.get('kme_id'), endpoints_file, interface), kind='config')
+        fill = dict(kme_url=url, client_cert=sae.get('client_cert'), client_key=sae.get('client_key'),
+                    ca_cert=manifest.get('ca_cert'))
+        for name, value in fill.items():
+            if settings[name] is None:
+                settings[name] = value
+
+    missing = [name for name in ('kme_url', 'client_cert', 'client_key', 'ca_cert') if not settings[name]]
+    if missing:
+        raise KeyDeliveryError('missing connection option%s %s: give %s, or endpoints_file and sae_id' % (
+            's' if len(missing) > 1 else '', ', '.join(missing), ' and '.join(missing)), kind='config')
+    for name in ('client_cert', 'client_key', 'ca_cert'):
+        settings[name] = os.path.expanduser(settings[name])
+    return settings
+
+
+def open_client(settings, warn=None):
+    """The key-delivery client for resolved ``settings`` (see resolve_connection)."""
+    if settings['interface'] == 'etsi014':
+        return Etsi014Client(settings['kme_url'], settings['client_cert'], settings['client_key'],
+                             settings['ca_cert'], timeout=settings['timeout'], retries=settings['retries'],
+                             retry_backoff=settings['retry_backoff'], warn=warn)
+    raise KeyDeliveryError('interface %s has no client' % settings['interface'], kind='config')
+
+
+def module_client(module):
+    """The key-delivery client for an AnsibleModule's connection options (warnings go to the module)."""
+    return open_client(resolve_connection(ConnectionOptions.from_dict(module.params)), warn=module.warn)
+
+
+def run_key_delivery(module, operation):
+    """Run ``operation()`` and turn a KeyDeliveryError into a clean ``fail_json`` (no traceback)."""
+    try:
+        return operation()
+    except KeyDeliveryError as exc:
+        module.fail_json(**exc.to_result())
