@@ -1,0 +1,122 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests of the ETSI 014 client: input checks and how failures are classified.
+
+Behaviour against a live KME (the simulator, and misbehaving TLS servers) is tested in
+tests/integration/test_etsi014_client_live.py.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import socket
+
+import pytest
+import requests
+import urllib3
+
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
+from ansible_collections.qsafe.keyfabric.plugins.module_utils import etsi014_client
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.etsi014_client import Etsi014Client
+
+
+@pytest.fixture
+def client(tmp_path):
+    paths = []
+    for name in ('c.pem', 'c.key', 'ca.pem'):
+        (tmp_path / name).write_text('placeholder')
+        paths.append(str(tmp_path / name))
+    return Etsi014Client('https://127.0.0.1:9/', *paths, retries=0)
+
+
+def test_url_must_be_https(tmp_path):
+    with pytest.raises(KeyDeliveryError) as err:
+        Etsi014Client('http://kme:80', 'a', 'b', 'c')
+    assert 'https://' in str(err.value) and err.value.kind == 'config'
+
+
+@pytest.mark.parametrize('number, size, problem', [
+    (0, None, 'number must be'),
+    (-3, None, 'number must be'),
+    ('2', None, 'number must be'),
+    (1, 7, 'multiple of 8'),
+    (1, 0, 'multiple of 8'),
+])
+def test_new_key_request_is_checked_before_sending(client, number, size, problem):
+    with pytest.raises(KeyDeliveryError) as err:
+        client.get_new_keys('SAE-B', number, size)
+    assert problem in str(err.value) and err.value.kind == 'bad_request' and not err.value.consumed
+
+
+@pytest.mark.parametrize('key_ids, problem', [
+    ([], 'non-empty list'),
+    ('one-id', 'non-empty list'),
+    (['a', 'a'], 'duplicates'),
+])
+def test_key_id_request_is_checked_before_sending(client, key_ids, problem):
+    with pytest.raises(KeyDeliveryError) as err:
+        client.get_keys_by_id('SAE-A', key_ids)
+    assert problem in str(err.value)
+
+
+def test_sae_id_with_slash_is_refused(client):
+    with pytest.raises(KeyDeliveryError) as err:
+        client.status('../admin')
+    assert 'without "/"' in str(err.value)
+
+
+def test_trailing_slash_of_kme_url_is_dropped(client):
+    assert client.kme_url == 'https://127.0.0.1:9'
+
+
+def test_session_ignores_environment_ca_bundles(client):
+    assert client._session.trust_env is False
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed', 'does not verify against ca_cert /ca.pem'),
+    ('[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca', 'rejected the client certificate /c.pem'),
+    ('[SSL: SSLV3_ALERT_CERTIFICATE_EXPIRED] sslv3 alert certificate expired', 'rejected the client certificate'),
+    ('[SSL] PEM lib', 'cannot load the client certificate /c.pem'),
+])
+def test_tls_failures_name_the_certificate_at_fault(text, expected):
+    assert expected in etsi014_client._describe_tls_error(Exception(text), '/c.pem', '/ca.pem')
+
+
+def _wrapped(reason):
+    return requests.exceptions.ConnectionError(urllib3.exceptions.MaxRetryError(None, '/x', reason))
+
+
+def test_refused_connection_was_not_sent():
+    assert not etsi014_client._may_have_been_sent(_wrapped(urllib3.exceptions.NewConnectionError(None, 'refused')))
+    assert not etsi014_client._may_have_been_sent(requests.exceptions.ConnectTimeout())
+
+
+def test_lost_answer_may_have_been_sent():
+    assert etsi014_client._may_have_been_sent(requests.exceptions.ReadTimeout())
+    dropped = requests.exceptions.ConnectionError(urllib3.exceptions.ProtocolError('Connection aborted.',
+                                                                                    ConnectionResetError()))
+    assert etsi014_client._may_have_been_sent(dropped)
+
+
+def _closed_port():
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_kme_down_is_unreachable_and_consumed_nothing(tmp_path):
+    paths = []
+    for name in ('c.pem', 'c.key', 'ca.pem'):
+        (tmp_path / name).write_text('placeholder')
+        paths.append(str(tmp_path / name))
+    warnings = []
+    client = Etsi014Client('https://127.0.0.1:%d' % _closed_port(), *paths, retries=2, retry_backoff=0.01,
+                           warn=warnings.append)
+    with pytest.raises(KeyDeliveryError) as err:
+        client.status('SAE-B')
+    # The certificate files are placeholders: depending on where it fails, this is 'tls'
+    # (cannot load) or 'unreachable'; either way nothing can have been consumed.
+    assert err.value.kind in ('unreachable', 'tls') and not err.value.consumed
