@@ -18,7 +18,7 @@ description:
     obtained for this SAE (ETSI GS QKD 014 C(Get key with key IDs)). Each key is delivered to
     the slave once only.
   - Key bytes are written to I(dest), a key bundle file with mode 0600 written atomically.
-    They are put into the result only with I(return_keys=true).
+    They are put into the result, as C(key_material), only with I(return_keys=true).
   - Idempotent with I(dest) - when I(dest) already holds the keys asked for (same role, peer,
     number and size; for a slave the same key_IDs), nothing is fetched and no key is consumed.
 author:
@@ -63,7 +63,7 @@ options:
     default: false
   return_keys:
     description:
-      - Also return the key bytes (base64) in C(keys). The result is then sensitive - register
+      - Also return the key bytes (base64) in C(key_material). The result is then sensitive - register
         it only with C(no_log) on the task, and never print it.
     type: bool
     default: false
@@ -147,9 +147,9 @@ dest:
   returned: when I(dest) is given
   type: str
   sample: /etc/qsafe/keys/mad-1--mad-2.json
-keys:
+key_material:
   description:
-    - The keys, with C(key_ID) and C(key) (base64). SENSITIVE.
+    - The keys, each with C(key_ID) and C(key) (base64). SENSITIVE.
   returned: when I(return_keys=true) and not in check mode
   type: list
   elements: dict
@@ -238,7 +238,7 @@ def get_keys(module):
         result['key_ids'] = [key.key_id for key in keys]
         result['keys_info'] = describe_keys(keys)
         if params['return_keys']:
-            result['keys'] = [dict(key_ID=key.key_id, key=base64.b64encode(key.key).decode('ascii')) for key in keys]
+            result['key_material'] = [dict(key_ID=key.key_id, key=base64.b64encode(key.key).decode('ascii')) for key in keys]
     if module._diff and dest:
         result['diff'] = dict(before=before, after=dict(dest=dest, keys=result['keys_info']))
     return result

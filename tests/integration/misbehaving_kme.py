@@ -1,0 +1,137 @@
+"""A real TLS server on loopback that misbehaves the ways a broken KME does.
+
+It is not a mock of the client's internals: the client under test opens a real TLS
+connection and sends a real HTTP request. The server counts the requests it got, so tests can
+prove that a key request was not repeated.
+"""
+
+import datetime
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+BEHAVIOURS = {
+    'garbage': (200, 'text/html', b'<html>surely not JSON</html>'),
+    'wrong_shape': (200, 'application/json', b'{"keys": [{"key_ID": "x"}]}'),
+    'bad_base64': (200, 'application/json', b'{"keys": [{"key_ID": "k1", "key": "!!not base64!!"}]}'),
+    'partial_status': (200, 'application/json', b'{"source_KME_ID": "A", "key_size": "256"}'),
+    'http500': (500, 'text/plain', b'internal error'),
+    'slow': (200, 'application/json', b'{}'),
+    'drop': None,
+}
+
+
+def _write_pki(directory):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def issue(subject_cn, issuer_name, issuer_key, key, is_ca, san=None):
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]))
+                   .issuer_name(issuer_name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True))
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def save(name, cert, key):
+        (directory / (name + '.pem')).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (directory / (name + '.key')).write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        return str(directory / (name + '.pem')), str(directory / (name + '.key'))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'misbehaving test CA')])
+    ca_cert = issue('misbehaving test CA', ca_name, ca_key, ca_key, True)
+    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    paths = {'ca': save('ca', ca_cert, ca_key)[0]}
+    paths['server'] = save('server', issue('127.0.0.1', ca_name, ca_key, server_key, False,
+                                           [x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]), server_key)
+    paths['client'] = save('client', issue('SAE-TEST', ca_name, ca_key, client_key, False), client_key)
+    return paths
+
+
+class MisbehavingKME(object):
+    """Serves one behaviour from BEHAVIOURS on a loopback port until stop()."""
+
+    def __init__(self, directory, behaviour, delay=3.0):
+        self.paths = _write_pki(directory)
+        self.behaviour = behaviour
+        self.delay = delay
+        self.requests = 0
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(*self.paths['server'])
+        self._sock = socket.socket()
+        self._sock.bind(('127.0.0.1', 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.url = 'https://127.0.0.1:%d' % self._sock.getsockname()[1]
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def client_settings(self, **overrides):
+        settings = dict(interface='etsi014', kme_url=self.url, client_cert=self.paths['client'][0],
+                        client_key=self.paths['client'][1], ca_cert=self.paths['ca'], timeout=1.0,
+                        retries=2, retry_backoff=0.01)
+        settings.update(overrides)
+        return settings
+
+    def _serve(self):
+        while not self._stopping.is_set():
+            try:
+                raw, _ = self._sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(raw,), daemon=True).start()
+
+    def _handle(self, raw):
+        try:
+            conn = self._context.wrap_socket(raw, server_side=True)
+            conn.settimeout(10)
+            data = b''
+            while b'\r\n\r\n' not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b'\r\n\r\n')
+            length = 0
+            for line in head.split(b'\r\n')[1:]:
+                name, _, value = line.partition(b':')
+                if name.strip().lower() == b'content-length':
+                    length = int(value.strip())
+            while len(body) < length:
+                body += conn.recv(4096)
+            self.requests += 1
+            answer = BEHAVIOURS[self.behaviour]
+            if answer is None:
+                conn.close()
+                return
+            if self.behaviour == 'slow':
+                time.sleep(self.delay)
+            status, content_type, payload = answer
+            conn.sendall(b'HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s'
+                         % (status, content_type.encode(), len(payload), payload))
+            conn.close()
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            raw.close()
+
+    def stop(self):
+        self._stopping.set()
+        self._sock.close()
+        self._thread.join(2)
