@@ -108,10 +108,13 @@ def main() -> int:
     os.makedirs(cache, exist_ok=True)
     if not os.path.isfile(wheel_path):
         with tempfile.TemporaryDirectory(prefix='qsafe-pip-dl-') as tmp:
-            subprocess.run(
+            result = subprocess.run(
                 [sys.executable, '-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:',
                  '--dest', tmp, 'pip==%s' % version],
-                check=True)
+                check=False, capture_output=True, text=True)
+            if result.returncode != 0:
+                sys.stderr.write(result.stdout + result.stderr)
+                sys.exit('make_get_pip: pip download pip==%s failed (exit %d)' % (version, result.returncode))
             found = glob.glob(os.path.join(tmp, 'pip-%s-*.whl' % version))
             if not found:
                 sys.exit('make_get_pip: pip download produced no pip %s wheel' % version)
