@@ -1,0 +1,159 @@
+"""The simulated QKD network: one HTTPS ETSI GS QKD 014 server per KME, all in one process.
+
+``Simulator(state_dir, topology).start()`` creates or reuses the PKI, starts every KME on a free
+loopback port, then writes ``endpoints.json`` (the readiness signal); ``stop()`` removes it and
+closes everything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+from .etsi014 import Etsi014Api, Etsi014Handler
+from .files import write_atomic
+from .httpd import TlsHttpServer, server_tls_context
+from .keystore import KeyStore
+from .pki import Pki, ensure_pki
+from .topology import Topology, load_topology
+
+ENDPOINTS_FORMAT = "qkdsim-endpoints/1"
+ENDPOINTS_FILE = "endpoints.json"
+_POLL_INTERVAL = 0.1
+
+log = logging.getLogger("qkdsim")
+
+
+class SimulatorError(RuntimeError):
+    """The simulator cannot start (for example its state directory is in use)."""
+
+
+class Simulator:
+    """A running simulated QKD network, served from background threads of this process."""
+
+    def __init__(self, state_dir: str | Path, topology: Topology | None = None, host: str = "127.0.0.1"):
+        self.state_dir = Path(state_dir).resolve()
+        self.topology = topology or load_topology()
+        self.host = host
+        self.endpoints_path = self.state_dir / ENDPOINTS_FILE
+        self.endpoints: dict | None = None
+        self._servers: list[tuple[TlsHttpServer, threading.Thread]] = []
+
+    def __enter__(self) -> Simulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> dict:
+        """Start all KMEs and write endpoints.json; returns its content."""
+        if self._servers:
+            raise SimulatorError("simulator already started")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._claim_state_dir()
+        pki = ensure_pki(self.state_dir / "pki", self.topology, self.host)
+        keystore = KeyStore(self.topology)
+        try:
+            for site in self.topology.sites:
+                pair = pki.kmes[site.kme_id]
+                tls = server_tls_context(pair.cert, pair.key, pki.ca.cert)
+                try:
+                    server = TlsHttpServer((self.host, 0), Etsi014Handler, tls, name=site.kme_id,
+                                           context=Etsi014Api(site.kme_id, self.topology, keystore))
+                except OSError as exc:
+                    raise SimulatorError(f"cannot listen on {self.host}: {exc.strerror or exc}") from exc
+                thread = threading.Thread(target=server.serve_forever, args=(_POLL_INTERVAL,),
+                                          name=f"qkdsim-{site.kme_id}", daemon=True)
+                self._servers.append((server, thread))
+                thread.start()
+                log.info("%s (site %s) serves ETSI GS QKD 014 at %s", site.kme_id, site.id, self._url(server))
+            self.endpoints = self._endpoints_document(pki)
+            write_atomic(self.endpoints_path, json.dumps(self.endpoints, indent=2).encode() + b"\n", 0o644)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("qkdsim ready: %d KMEs, %d QKD links, topology %s, endpoints %s", len(self._servers),
+                 len(self.topology.links), self.topology.source, self.endpoints_path)
+        return self.endpoints
+
+    def stop(self) -> None:
+        """Remove endpoints.json, stop every KME and close its connections. Safe to call twice."""
+        if self.endpoints is not None:
+            self.endpoints_path.unlink(missing_ok=True)
+            self.endpoints = None
+        for server, thread in self._servers:
+            server.shutdown()
+            server.close_connections()
+            server.server_close()
+            thread.join()
+        self._servers = []
+
+    def _claim_state_dir(self) -> None:
+        """Refuse a state directory served by a live simulator; drop a stale endpoints.json."""
+        try:
+            pid = json.loads(self.endpoints_path.read_text())["pid"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pid = None
+        if isinstance(pid, int) and _process_alive(pid):
+            raise SimulatorError(f"{self.state_dir} is in use by a running simulator (pid {pid})")
+        self.endpoints_path.unlink(missing_ok=True)
+
+    def _url(self, server: TlsHttpServer) -> str:
+        return f"https://{self.host}:{server.port}"
+
+    def _endpoints_document(self, pki: Pki) -> dict:
+        topology = self.topology
+        urls = {server.name: self._url(server) for server, _ in self._servers}
+        return {
+            "format": ENDPOINTS_FORMAT,
+            "state_dir": str(self.state_dir),
+            "pid": os.getpid(),
+            "ca_cert": str(pki.ca.cert),
+            "kmes": {
+                site.kme_id: {"kme_id": site.kme_id, "site": site.id,
+                              "interfaces": {"etsi014": {"url": urls[site.kme_id]}},
+                              "etsi014_url": urls[site.kme_id]}
+                for site in topology.sites
+            },
+            "saes": {
+                sae: {"sae_id": sae, "site": site.id, "kme_id": site.kme_id,
+                      "client_cert": str(pki.saes[sae].cert), "client_key": str(pki.saes[sae].key)}
+                for site in topology.sites for sae in site.saes
+            },
+            "sites": {
+                site.id: {"site": site.id, "name": site.name, "location": site.location, "kme_id": site.kme_id,
+                          "saes": list(site.saes)}
+                for site in topology.sites
+            },
+            "links": [
+                {"link_id": link.link_id, "sites": list(link.sites), "kmes": list(topology.link_kmes(link)),
+                 "technology": link.technology, "key_rate_bps": link.key_rate_bps,
+                 "pool_capacity_bits": link.pool_capacity_bits, "initial_fill": link.initial_fill,
+                 "qber": link.qber, "qber_threshold": link.policy.qber_threshold,
+                 "key_size": link.policy.key_size, "distance_km": link.distance_km}
+                for link in topology.links
+            ],
+            "test_material": {
+                "purpose": "negative tests only: these credentials must be refused by every KME",
+                "rogue_ca_cert": str(pki.rogue_ca.cert),
+                "rogue_client_cert": str(pki.rogue_client.cert),
+                "rogue_client_key": str(pki.rogue_client.key),
+                "expired_client_cert": str(pki.expired_client.cert),
+                "expired_client_key": str(pki.expired_client.key),
+                "sae_id": pki.negative_test_sae,
+            },
+        }
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
