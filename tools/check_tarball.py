@@ -67,7 +67,7 @@ def main():
     warnings = []
     with tarfile.open(opts.tarball, 'r:gz') as tar:
         members = tar.getmembers()
-        names = {member.name for member in members}
+        names = {posixpath.normpath(member.name) for member in members}
         for member in members:
             for problem in problems_for(member):
                 errors.append('%s: %s' % (member.name, problem))
@@ -77,7 +77,8 @@ def main():
             if required not in names:
                 errors.append('%s is missing' % required)
         if 'MANIFEST.json' in names:
-            manifest = json.load(tar.extractfile('MANIFEST.json'))
+            manifest_member = next(m for m in members if posixpath.normpath(m.name) == 'MANIFEST.json')
+            manifest = json.load(tar.extractfile(manifest_member))
             info = manifest.get('collection_info', {})
             if (info.get('namespace'), info.get('name')) != (opts.namespace, opts.name):
                 errors.append('MANIFEST.json names %s.%s' % (info.get('namespace'), info.get('name')))
