@@ -4,5 +4,3 @@ Every site runs a KME serving ETSI GS QKD 014 v1.1.1 over mutual TLS on its own 
 the two KMEs of a QKD link share one key stream that refills at the link's key rate. Run it with
 ``python -m qkdsim --state-dir DIR`` or in-process with ``qkdsim.server.Simulator``.
 """
-
-__version__ = "0.1.0"
