@@ -188,7 +188,7 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
 
     def _log_request(self, status: int, url: SplitResult, keys: int) -> None:
         """One line per request. Query values are left out; no key material ever reaches a log."""
-        names = "&".join(f"{name}=" for name, _ in parse_qsl(url.query, keep_blank_values=True)).encode(
+        names = "&".join(f"{pair[0]}=" for pair in parse_qsl(url.query, keep_blank_values=True)).encode(
             "unicode_escape").decode("ascii")
         elapsed = (time.perf_counter() - self._started) * 1000
         path = url.path.encode("unicode_escape").decode("ascii") or "-"  # no control characters from clients

@@ -107,7 +107,7 @@ class Simulator:
 
     def _endpoints_document(self, pki: Pki) -> dict:
         topology = self.topology
-        urls = {server.name: self._url(server) for server, _ in self._servers}
+        urls = {server.name: self._url(server) for server, thread in self._servers}
         return {
             "format": ENDPOINTS_FORMAT,
             "state_dir": str(self.state_dir),

@@ -212,9 +212,9 @@ def test_keep_alive_round_trip_is_fast(default_sim, sae):
     """
     master, slave = sae(default_sim, "SAE-MAD-1"), sae(default_sim, "SAE-MAD-2")
     medians = []
-    for _ in range(3):
+    for _run in range(3):
         durations = []
-        for _ in range(100):
+        for _pair in range(100):
             started = time.perf_counter()
             [key_id] = key_ids(master.enc_keys("SAE-MAD-2"))
             key_ids(slave.dec_keys("SAE-MAD-1", [key_id], method="GET"))
@@ -236,10 +236,10 @@ def test_batch_of_1000_keys(default_sim, sae):
 
 
 def test_concurrent_clients_get_distinct_keys(default_sim, sae):
-    clients = [sae(default_sim, "SAE-MAD-2") for _ in range(8)]
+    clients = [sae(default_sim, "SAE-MAD-2") for _client in range(8)]
 
     def fetch(client):
-        return [key_id for _ in range(10) for key_id in key_ids(client.enc_keys("SAE-MAD-1", number=5))]
+        return [key_id for _batch in range(10) for key_id in key_ids(client.enc_keys("SAE-MAD-1", number=5))]
 
     with ThreadPoolExecutor(len(clients)) as pool:
         ids = [key_id for batch in pool.map(fetch, clients) for key_id in batch]
