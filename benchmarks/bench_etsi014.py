@@ -24,7 +24,7 @@ import common  # noqa: E402
 sys.path.insert(0, common.REPO_ROOT)
 sys.path.insert(0, os.environ.get('ANSIBLE_COLLECTIONS_PATH', os.path.join(common.REPO_ROOT, '.build')).split(':')[0])
 
-from qkdsim.launch import start_simulator, stop_simulator  # noqa: E402
+from qkdsim.process import SimulatorProcess  # noqa: E402
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import (  # noqa: E402
     ConnectionOptions, open_client, resolve_connection)
 
@@ -56,7 +56,7 @@ def run_pairs(master, slave, batch, repeats):
     """``repeats`` enc->dec pairs of ``batch`` keys; returns per-pair seconds and total seconds."""
     samples = []
     started = time.perf_counter()
-    for _ in range(repeats):
+    for unused in range(repeats):
         t0 = time.perf_counter()
         keys = master.get_new_keys('SAE-B', number=batch)
         delivered = slave.get_keys_by_id('SAE-A', [key.key_id for key in keys])
@@ -77,9 +77,9 @@ def main():
         topology = os.path.join(state_dir, 'topology.yml')
         with open(topology, 'w') as handle:
             handle.write(TOPOLOGY)
-        process, manifest = start_simulator(os.path.join(state_dir, 'sim'), topology=topology)
+        simulator = SimulatorProcess(os.path.join(state_dir, 'sim'), topology=topology)
         try:
-            endpoints = os.path.join(state_dir, 'sim', 'endpoints.json')
+            endpoints = str(simulator.endpoints_file)
             with client(endpoints, 'SAE-A') as master, client(endpoints, 'SAE-B') as slave:
                 run_pairs(master, slave, 1, 100)  # warm up: TLS sessions, caches
                 rows = []
@@ -93,7 +93,7 @@ def main():
                     common.note('batch %4d: %8.0f keys/s, pair p50 %.2f ms, p99 %.2f ms'
                                 % (batch, row['keys_per_s'], row['p50'], row['p99']))
         finally:
-            stop_simulator(process)
+            simulator.stop()
 
     machine = common.machine_description()
     results = dict(benchmark='etsi014', machine=machine, rows=rows,

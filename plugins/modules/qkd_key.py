@@ -22,7 +22,7 @@ description:
   - Idempotent with I(dest) - when I(dest) already holds the keys asked for (same role, peer,
     number and size; for a slave the same key_IDs), nothing is fetched and no key is consumed.
 author:
-  - qsafe.keyfabric maintainers
+  - qsafe.keyfabric maintainers (@qsafe-keyfabric)
 options:
   role:
     description:
@@ -138,9 +138,18 @@ keys_info:
   type: list
   elements: dict
   contains:
-    key_id: {description: The key_ID., type: str, returned: always}
-    size: {description: Key size in bits., type: int, returned: always}
-    kcv: {description: Key check value, 6 hex digits., type: str, returned: always}
+    key_id:
+      description: The key_ID.
+      type: str
+      returned: always
+    size:
+      description: Key size in bits.
+      type: int
+      returned: always
+    kcv:
+      description: Key check value, 6 hex digits.
+      type: str
+      returned: always
   sample: [{key_id: 0b5c6c8e-5a43-4c0e-9a3e-0f1d1c2b3a49, size: 256, kcv: 3FA2C1}]
 dest:
   description: The key bundle file.

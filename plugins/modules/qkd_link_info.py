@@ -17,7 +17,7 @@ description:
     KME's limits per request.
   - Reads only; consumes no key material.
 author:
-  - qsafe.keyfabric maintainers
+  - qsafe.keyfabric maintainers (@qsafe-keyfabric)
 options:
   peer_sae_id:
     description:
@@ -32,6 +32,7 @@ attributes:
     description: The module only reads, so it runs unchanged in check mode.
   diff_mode:
     support: none
+    description: The module changes nothing, so there is nothing to diff.
 notes:
   - Connection failures, certificate problems and KME errors fail the task with a message
     that names the KME and the cause; no Python traceback is shown.

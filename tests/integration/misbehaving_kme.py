@@ -90,7 +90,7 @@ class MisbehavingKME(object):
     def _serve(self):
         while not self._stopping.is_set():
             try:
-                raw, _ = self._sock.accept()
+                raw = self._sock.accept()[0]
             except socket.timeout:
                 continue
             except OSError:
@@ -107,10 +107,10 @@ class MisbehavingKME(object):
                 if not chunk:
                     return
                 data += chunk
-            head, _, body = data.partition(b'\r\n\r\n')
+            head, body = data.split(b'\r\n\r\n', 1)
             length = 0
             for line in head.split(b'\r\n')[1:]:
-                name, _, value = line.partition(b':')
+                name, value = (line.split(b':', 1) + [b''])[:2]
                 if name.strip().lower() == b'content-length':
                     length = int(value.strip())
             while len(body) < length:

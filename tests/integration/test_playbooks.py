@@ -25,7 +25,7 @@ def ansible_playbook(playbook, *args, extra_vars=None):
         command += ['-e', json.dumps(extra_vars)]
     command += list(args)
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=300)
+                          timeout=300, check=False)
     return done.returncode, done.stdout.decode('utf-8', 'replace')
 
 

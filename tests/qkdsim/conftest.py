@@ -5,15 +5,12 @@ Run from the repository root: ``python -m pytest tests/qkdsim``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from qkdsim_support import LAB_TOPOLOGY, REPO_ROOT, SaeClient, SimulatorProcess, key_in_text
-
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # the simulator package, for in-process tests
+from qkdsim_support import LAB_TOPOLOGY, SaeClient, key_in_text
+from qkdsim.process import SimulatorProcess
 
 
 @pytest.fixture(scope="session")

@@ -3,60 +3,16 @@
 from __future__ import annotations
 
 import base64
-import json
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # the simulator package
 LAB_TOPOLOGY = Path(__file__).with_name("lab_topology.yml")
 API = "/api/v1/keys"
-
-
-class SimulatorProcess:
-    """``python -m qkdsim`` in a subprocess, ready once endpoints.json names its pid."""
-
-    def __init__(self, state_dir: Path, topology: Path | None = None, timeout: float = 20.0):
-        self.state_dir = Path(state_dir)
-        self.log_file = self.state_dir / "qkdsim.log"
-        self.endpoints_file = self.state_dir / "endpoints.json"
-        command = [sys.executable, "-m", "qkdsim", "--state-dir", str(state_dir), "--log-file", str(self.log_file)]
-        if topology:
-            command += ["--topology", str(topology)]
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
-        self.endpoints = self._wait_ready(timeout)
-
-    def _wait_ready(self, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"qkdsim exited with {self.process.returncode}: {self.process.stderr.read()}")
-            try:
-                endpoints = json.loads(self.endpoints_file.read_text())
-                if endpoints.get("pid") == self.process.pid:
-                    return endpoints
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.02)
-        self.process.kill()
-        raise RuntimeError(f"qkdsim wrote no endpoints.json within {timeout} s")
-
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 5.0) -> int:
-        """Send ``signum``; return the exit code (the process is killed if it outlives ``timeout``)."""
-        self.process.send_signal(signum)
-        try:
-            return self.process.wait(timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self.process.stdout.close()
-            self.process.stderr.close()
 
 
 class SaeClient:

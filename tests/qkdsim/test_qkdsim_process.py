@@ -16,7 +16,8 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from qkdsim_support import LAB_TOPOLOGY, REPO_ROOT, SaeClient, SimulatorProcess
+from qkdsim_support import LAB_TOPOLOGY, REPO_ROOT, SaeClient
+from qkdsim.process import SimulatorProcess
 
 from qkdsim.server import Simulator, SimulatorError
 from qkdsim.topology import load_topology

@@ -94,8 +94,8 @@ def test_refused_connection_was_not_sent():
 
 def test_lost_answer_may_have_been_sent():
     assert etsi014_client._may_have_been_sent(requests.exceptions.ReadTimeout())
-    dropped = requests.exceptions.ConnectionError(urllib3.exceptions.ProtocolError('Connection aborted.',
-                                                                                    ConnectionResetError()))
+    reset = urllib3.exceptions.ProtocolError('Connection aborted.', ConnectionResetError())
+    dropped = requests.exceptions.ConnectionError(reset)
     assert etsi014_client._may_have_been_sent(dropped)
 
 
