@@ -6,7 +6,6 @@ import http.client
 import json
 import socket
 import ssl
-import statistics
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -205,32 +204,25 @@ def test_unknown_paths_404_and_wrong_methods_405(default_sim, sae, method, path,
         assert "GET" in response.headers["Allow"]
 
 
-def test_keep_alive_round_trip_is_fast(default_sim, sae):
-    """enc_keys + dec_keys on kept-alive connections: p50 well under 3 ms (Nagle would make it ~40 ms).
-
-    Best of three runs, so that a moment of load on a shared machine does not fail the test.
-    """
+def test_many_pairs_share_one_kept_alive_connection_per_sae(default_sim, sae):
+    """Keep-alive works and Nagle is off (else each kept-alive request waits ~40 ms for the
+    delayed ACK). Speed itself is measured by benchmarks/bench_etsi014.py, not here."""
+    from qkdsim.etsi014 import Etsi014Handler
+    assert Etsi014Handler.disable_nagle_algorithm is True and Etsi014Handler.protocol_version == "HTTP/1.1"
     master, slave = sae(default_sim, "SAE-MAD-1"), sae(default_sim, "SAE-MAD-2")
-    medians = []
-    for _run in range(3):
-        durations = []
-        for _pair in range(100):
-            started = time.perf_counter()
-            [key_id] = key_ids(master.enc_keys("SAE-MAD-2"))
-            key_ids(slave.dec_keys("SAE-MAD-1", [key_id], method="GET"))
-            durations.append(time.perf_counter() - started)
-        medians.append(statistics.median(durations))
-        if medians[-1] < 0.003:
-            break
-    assert min(medians) < 0.003, f"enc+dec p50 per run: {[f'{m * 1000:.2f} ms' for m in medians]}"
+    for _pair in range(20):
+        [key_id] = key_ids(master.enc_keys("SAE-MAD-2"))
+        key_ids(slave.dec_keys("SAE-MAD-1", [key_id], method="GET"))
+    pools = [adapter.poolmanager.pools for adapter in (master.session.adapters["https://"],
+                                                        slave.session.adapters["https://"])]
+    assert all(len(pool.keys()) == 1 for pool in pools)
+    assert all(pool[next(iter(pool.keys()))].num_connections == 1 for pool in pools)
 
 
 def test_batch_of_1000_keys(default_sim, sae):
     master, slave = sae(default_sim, "SAE-MAD-1"), sae(default_sim, "SAE-MAD-3")
-    started = time.perf_counter()
     issued = master.enc_keys("SAE-MAD-3", method="POST", number=1000)
     delivered = slave.dec_keys("SAE-MAD-1", key_ids(issued))
-    assert time.perf_counter() - started < 0.5
     assert delivered.json() == issued.json()
     assert len(set(key_bytes(issued))) == 1000
 
