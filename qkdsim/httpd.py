@@ -82,7 +82,7 @@ class TlsHttpServer(ThreadingHTTPServer):
             connection = self.tls.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as exc:
             log.info("%s TLS handshake with %s:%s failed: %s", self.name, *client_address[:2], _reason(exc))
-            request.close()
+            _close_after_alert(request)
             return
         with self._connections_lock:
             self._connections.add(connection)
@@ -104,6 +104,22 @@ class TlsHttpServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: tuple) -> None:
         """A connection ended abnormally (reset, broken pipe, ...): one line, no traceback."""
         log.info("%s connection from %s:%s ended: %s", self.name, *client_address[:2], _reason(sys.exc_info()[1]))
+
+
+def _close_after_alert(sock: socket.socket) -> None:
+    """Close a connection whose handshake failed so that the TLS alert reaches the client.
+
+    With TLS 1.3 the client may already have sent its request when the server rejects its
+    certificate; closing with that request unread makes the kernel send a reset, which can
+    overtake the alert, and the client then sees a bare EOF instead of "bad certificate".
+    So: half-close, drain what the client sent (briefly), then close.
+    """
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.5)
+        while sock.recv(65536):
+            pass
+    sock.close()
 
 
 class JsonRequestHandler(BaseHTTPRequestHandler):

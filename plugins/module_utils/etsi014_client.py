@@ -75,6 +75,10 @@ def _describe_tls_error(exc, client_cert, ca_cert):
     if 'ALERT' in upper or 'CERTIFICATE REQUIRED' in upper:
         return ("TLS handshake failed: the KME rejected the client certificate %s (expired, "
                 "revoked, or not issued by a CA the KME trusts): %s" % (client_cert, _short(text)))
+    if 'EOF' in upper or 'RESET' in upper:
+        return ("TLS handshake failed: the KME closed the connection, most likely because it "
+                "rejected the client certificate %s (expired, revoked, or not issued by a CA the "
+                "KME trusts): %s" % (client_cert, _short(text)))
     if 'PEM' in upper or 'KEY_VALUES_MISMATCH' in upper or 'NO SUCH FILE' in upper:
         return ("cannot load the client certificate %s and its key: %s"
                 % (client_cert, _short(text)))

@@ -78,6 +78,7 @@ def test_session_ignores_environment_ca_bundles(client):
     ('[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca', 'rejected the client certificate /c.pem'),
     ('[SSL: SSLV3_ALERT_CERTIFICATE_EXPIRED] sslv3 alert certificate expired', 'rejected the client certificate'),
     ('[SSL] PEM lib', 'cannot load the client certificate /c.pem'),
+    ('EOF occurred in violation of protocol (_ssl.c:992)', 'most likely because it rejected the client certificate /c.pem'),
 ])
 def test_tls_failures_name_the_certificate_at_fault(text, expected):
     assert expected in etsi014_client._describe_tls_error(Exception(text), '/c.pem', '/ca.pem')
