@@ -213,8 +213,8 @@ def test_many_pairs_share_one_kept_alive_connection_per_sae(default_sim, sae):
     for _pair in range(20):
         [key_id] = key_ids(master.enc_keys("SAE-MAD-2"))
         key_ids(slave.dec_keys("SAE-MAD-1", [key_id], method="GET"))
-    pools = [adapter.poolmanager.pools for adapter in (master.session.adapters["https://"],
-                                                        slave.session.adapters["https://"])]
+    adapters = (master.session.adapters["https://"], slave.session.adapters["https://"])
+    pools = [adapter.poolmanager.pools for adapter in adapters]
     assert all(len(pool.keys()) == 1 for pool in pools)
     assert all(pool[next(iter(pool.keys()))].num_connections == 1 for pool in pools)
 
