@@ -76,3 +76,88 @@ options:
 requirements:
   - requests (on the host that talks to the KME)
 '''
+
+    # Where plugins (the hybrid_key lookup) also read these options from.
+    PLUGINS = r'''
+options:
+  interface:
+    env:
+      - name: QSAFE_INTERFACE
+    ini:
+      - section: qsafe_keyfabric
+        key: interface
+    vars:
+      - name: qsafe_interface
+  sae_id:
+    env:
+      - name: QSAFE_SAE_ID
+    ini:
+      - section: qsafe_keyfabric
+        key: sae_id
+    vars:
+      - name: qsafe_sae_id
+  kme_url:
+    env:
+      - name: QSAFE_KME_URL
+    ini:
+      - section: qsafe_keyfabric
+        key: kme_url
+    vars:
+      - name: qsafe_kme_url
+  client_cert:
+    env:
+      - name: QSAFE_CLIENT_CERT
+    ini:
+      - section: qsafe_keyfabric
+        key: client_cert
+    vars:
+      - name: qsafe_client_cert
+  client_key:
+    env:
+      - name: QSAFE_CLIENT_KEY
+    ini:
+      - section: qsafe_keyfabric
+        key: client_key
+    vars:
+      - name: qsafe_client_key
+  ca_cert:
+    env:
+      - name: QSAFE_CA_CERT
+    ini:
+      - section: qsafe_keyfabric
+        key: ca_cert
+    vars:
+      - name: qsafe_ca_cert
+  endpoints_file:
+    env:
+      - name: QSAFE_ENDPOINTS_FILE
+    ini:
+      - section: qsafe_keyfabric
+        key: endpoints_file
+    vars:
+      - name: qsafe_endpoints_file
+  timeout:
+    env:
+      - name: QSAFE_TIMEOUT
+    ini:
+      - section: qsafe_keyfabric
+        key: timeout
+    vars:
+      - name: qsafe_timeout
+  retries:
+    env:
+      - name: QSAFE_RETRIES
+    ini:
+      - section: qsafe_keyfabric
+        key: retries
+    vars:
+      - name: qsafe_retries
+  retry_backoff:
+    env:
+      - name: QSAFE_RETRY_BACKOFF
+    ini:
+      - section: qsafe_keyfabric
+        key: retry_backoff
+    vars:
+      - name: qsafe_retry_backoff
+'''

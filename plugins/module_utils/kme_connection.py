@@ -70,6 +70,25 @@ class ConnectionOptions:
             return CONNECTION_ARGSPEC[name].get('default')
         return value
 
+    def with_overrides(self, overrides):
+        """These options, with the non-None values of ``overrides`` (a dict) taking precedence.
+
+        The lookup uses this for per-site settings (one site's KME URL or certificate) on top
+        of the options shared by a whole mesh.
+        """
+        if not overrides:
+            return self
+        unknown = sorted(set(overrides) - set(CONNECTION_ARGSPEC))
+        if unknown:
+            raise KeyDeliveryError('unknown connection option%s %s (known: %s)' % (
+                's' if len(unknown) > 1 else '', ', '.join(unknown), ', '.join(sorted(CONNECTION_ARGSPEC))),
+                kind='config')
+
+        def getter(name):
+            value = overrides.get(name)
+            return self._get(name) if value is None else value
+        return ConnectionOptions(getter)
+
 
 def load_endpoints(path):
     """Read an endpoints manifest (qkdsim-endpoints/1). Errors name the file and the problem."""

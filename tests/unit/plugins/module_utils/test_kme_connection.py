@@ -125,3 +125,13 @@ def test_argument_spec_is_a_fresh_copy():
     spec['timeout']['default'] = 99
     assert connection_argument_spec()['timeout']['default'] == 10.0
     assert spec['client_key']['no_log'] is False
+
+
+def test_overrides_win_and_unknown_overrides_are_named(manifest):
+    base = options(endpoints_file=manifest, sae_id='SAE-A', timeout=3.0)
+    settings = resolve_connection(base.with_overrides(dict(kme_url='https://other:1', timeout=None)))
+    assert settings['kme_url'] == 'https://other:1' and settings['timeout'] == 3.0
+    assert base.with_overrides({}) is base
+    with pytest.raises(KeyDeliveryError) as err:
+        base.with_overrides(dict(kme_uri='https://typo:1'))
+    assert 'unknown connection option kme_uri' in str(err.value)
