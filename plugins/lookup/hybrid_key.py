@@ -1,0 +1,279 @@
+# -*- coding: utf-8 -*-
+# Copyright: qsafe.keyfabric contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+name: hybrid_key
+short_description: Hybrid quantum-safe keys for one link or a whole mesh, in one call
+version_added: 0.1.0
+author:
+  - qsafe.keyfabric maintainers (@qsafe-keyfabric)
+description:
+  - For each link given, mixes a QKD key (the master SAE gets it new from its KME, the slave SAE
+    gets the same key by key_ID from its own KME), an ML-KEM shared secret and an X25519 shared
+    secret into one key with the ETSI TS 103 744 CatKDF combiner, bound to the link, both SAE
+    IDs, the QKD key_IDs and the algorithms.
+  - Both ends' derivations are computed and their key check values compared before a key is
+    returned (key confirmation).
+  - The link's policy says which sources it requires and what happens when one is missing
+    (fail, or degrade with an alarm). Every result records the sources that went into it.
+  - Runs on the controller. The returned keys are secret - use them only in tasks with
+    C(no_log), templates written with mode 0600, and never print them.
+  - For sites where key material must not leave the site, use the node-local flow instead
+    (module M(qsafe.keyfabric.hybrid_link_key)).
+options:
+  _terms:
+    description:
+      - The links. Each is a dict with C(master) and C(slave) (an SAE ID, or a dict with
+        C(sae_id) and any connection option to override for that SAE, such as C(kme_url) or
+        C(client_cert)), and optionally C(link_id) (default C(<master>--<slave>)), C(policy),
+        C(kem_algorithm) and C(qkd) (C(false) when the pair has no QKD link).
+      - A list of such dicts counts as its members.
+    required: true
+    type: list
+    elements: raw
+  policy:
+    description:
+      - The default key policy of a link - C(qkd+pqc), C(qkd), C(pqc), C(any), or a dict with
+        C(require) (a list of C(qkd), C(pqc)) and C(on_missing) (C(fail) or C(degrade)).
+      - C(any) needs at least one quantum-safe source (QKD or PQC). A key from classical
+        secrets alone is never made with C(on_missing=fail), and is flagged as degraded otherwise.
+    type: raw
+    default: qkd+pqc
+    env:
+      - name: QSAFE_POLICY
+    ini:
+      - section: qsafe_keyfabric
+        key: policy
+    vars:
+      - name: qsafe_policy
+  kem_algorithm:
+    description: The post-quantum KEM for the C(pqc) source.
+    type: str
+    default: ML-KEM-768
+    vars:
+      - name: qsafe_kem_algorithm
+  pqc_backend:
+    description: Which library provides the KEMs - C(auto), C(cryptography) or C(liboqs).
+    type: str
+    default: auto
+    choices: [auto, cryptography, liboqs]
+    vars:
+      - name: qsafe_pqc_backend
+  hash_algorithm:
+    description: The hash of the CatKDF combiner.
+    type: str
+    default: sha256
+    choices: [sha256, sha384, sha512, sha3-256, sha3-384, sha3-512]
+    vars:
+      - name: qsafe_hash_algorithm
+  key_length:
+    description: Length of each link key in bytes (at least 32, as RFC 8784 PPKs need 256 bits).
+    type: int
+    default: 32
+    vars:
+      - name: qsafe_key_length
+  qkd_key_size:
+    description: Size in bits of the QKD key asked for each link.
+    type: int
+    default: 256
+    vars:
+      - name: qsafe_qkd_key_size
+  workers:
+    description: How many links are keyed at the same time.
+    type: int
+    default: 4
+extends_documentation_fragment:
+  - qsafe.keyfabric.kme_connection
+  - qsafe.keyfabric.kme_connection.plugins
+notes:
+  - With I(endpoints_file), SAEs without a QKD link between their KMEs (per the manifest's
+    C(links)) are not asked for QKD keys; the policy decides whether the link may do without.
+  - A QKD key whose delivery to the slave fails is never reused; the lookup fails for that link.
+seealso:
+  - module: qsafe.keyfabric.qkd_key
+  - module: qsafe.keyfabric.hybrid_link_key
+'''
+
+EXAMPLES = r'''
+- name: Key three links of the Madrid campus in one call (secret - no_log)
+  ansible.builtin.set_fact:
+    link_keys: "{{ query('qsafe.keyfabric.hybrid_key', links, endpoints_file='/var/lib/qkdsim/endpoints.json') }}"
+  vars:
+    links:
+      - {master: SAE-MAD-1, slave: SAE-MAD-2}
+      - {master: SAE-MAD-1, slave: SAE-MAD-3}
+      - {master: SAE-MAD-2, slave: SAE-MAD-3, policy: qkd}
+  no_log: true
+
+- name: Show what is public about them
+  ansible.builtin.debug:
+    msg: "{{ link_keys | map('dict2items') | map('rejectattr', 'key', 'eq', 'key') | map('items2dict') }}"
+
+- name: A link to a site without QKD may do with ML-KEM and X25519, with an alarm
+  ansible.builtin.set_fact:
+    mex_key: "{{ lookup('qsafe.keyfabric.hybrid_key', {'master': 'SAE-MAD-1', 'slave': 'SAE-MEX-1'},
+                 policy={'require': ['qkd', 'pqc'], 'on_missing': 'degrade'}) }}"
+  no_log: true
+'''
+
+RETURN = r'''
+_raw:
+  description: One dict per link, in the order given.
+  type: list
+  elements: dict
+  contains:
+    link_id: {description: "The link.", type: str}
+    master: {description: "Master SAE ID.", type: str}
+    slave: {description: "Slave SAE ID.", type: str}
+    key:
+      description: The link key, hex. SECRET.
+      type: str
+    kcv: {description: "Key check value of the key, 6 hex digits.", type: str}
+    ppk_id: {description: "A public identifier of this key (for example the RFC 8784 PPK ID).", type: str}
+    sources: {description: "The sources mixed into the key (classical, qkd, pqc).", type: list, elements: str}
+    algorithms: {description: "Algorithm per source.", type: dict}
+    qkd_key_ids: {description: "The QKD key_IDs used.", type: list, elements: str}
+    policy: {description: "The policy applied.", type: str}
+    degraded: {description: "Whether a source the policy requires is missing (policy on_missing=degrade).", type: bool}
+    alarms: {description: "Why the key is degraded or a source was unavailable.", type: list, elements: str}
+'''
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.errors import AnsibleLookupError
+from ansible.module_utils.six import string_types
+from ansible.plugins.lookup import LookupBase
+from ansible.utils.display import Display
+
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.hybrid_combiner import CombinerError
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import (
+    ConnectionOptions,
+    load_endpoints,
+    open_client,
+    resolve_connection,
+)
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_keying import (
+    CLASSICAL_ALGORITHM,
+    LinkKeyingError,
+    key_controller_link,
+)
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_policy import LinkPolicy, PolicyViolation
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.pqc_backends import PqcError, select_backend
+
+display = Display()
+
+LINK_FIELDS = ('link_id', 'master', 'slave', 'policy', 'kem_algorithm', 'qkd')
+
+
+def normalize_links(terms):
+    """The links of the terms, each as a dict with link_id, master, slave (SAE IDs) and the rest."""
+    flat = []
+    for term in terms:
+        flat.extend(term if isinstance(term, list) else [term])
+    links, seen = [], set()
+    for index, term in enumerate(flat):
+        if not isinstance(term, dict):
+            raise AnsibleLookupError('link #%d must be a dict with master and slave, got %s' % (index + 1, type(term).__name__))
+        unknown = sorted(set(term) - set(LINK_FIELDS))
+        if unknown:
+            raise AnsibleLookupError('link #%d has unknown field%s %s (known: %s)' % (
+                index + 1, 's' if len(unknown) > 1 else '', ', '.join(unknown), ', '.join(LINK_FIELDS)))
+        link = dict(term)
+        for end in ('master', 'slave'):
+            value = term.get(end)
+            overrides = dict(value) if isinstance(value, dict) else {}
+            sae_id = overrides.pop('sae_id', None) if isinstance(value, dict) else value
+            if not isinstance(sae_id, string_types) or not sae_id:
+                raise AnsibleLookupError('link #%d: %s must be an SAE ID or a dict with sae_id' % (index + 1, end))
+            link[end], link[end + '_overrides'] = sae_id, overrides
+        if link['master'] == link['slave']:
+            raise AnsibleLookupError('link #%d: master and slave are both %s' % (index + 1, link['master']))
+        link['link_id'] = term.get('link_id') or '%s--%s' % (link['master'], link['slave'])
+        if link['link_id'] in seen:
+            raise AnsibleLookupError('link %s is given twice' % link['link_id'])
+        seen.add(link['link_id'])
+        links.append(link)
+    return links
+
+
+class LookupModule(LookupBase):
+
+    def run(self, terms, variables=None, **kwargs):
+        self.set_options(var_options=variables, direct=kwargs)
+        links = normalize_links(terms)
+        if not links:
+            return []
+        options = ConnectionOptions.from_plugin(self)
+        endpoints_file = options.get('endpoints_file')
+        try:
+            manifest = load_endpoints(endpoints_file) if endpoints_file else None
+            classical_backend = select_backend('auto', CLASSICAL_ALGORITHM)
+            default_policy = LinkPolicy.from_spec(self.get_option('policy'))
+        except (KeyDeliveryError, PqcError, ValueError) as exc:
+            raise AnsibleLookupError(str(exc))
+        qkd_pairs = self._qkd_pairs(manifest)
+        local, opened = threading.local(), []
+
+        def key_one(link):
+            if not hasattr(local, 'clients'):
+                local.clients = {}  # one kept-alive session per SAE and worker thread
+                opened.append(local.clients)
+            return self._key_link(link, options, manifest, qkd_pairs, local.clients, classical_backend, default_policy)
+
+        workers = max(1, min(self.get_option('workers'), len(links)))
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                return list(pool.map(key_one, links))
+        finally:
+            for clients in opened:
+                for client in clients.values():
+                    client.close()
+
+    @staticmethod
+    def _qkd_pairs(manifest):
+        """KME pairs joined by a QKD link, per the manifest (None: unknown, try every pair)."""
+        if not manifest or not isinstance(manifest.get('links'), list):
+            return None
+        return set(frozenset(link.get('kmes', ())) for link in manifest['links'])
+
+    def _client(self, clients, options, manifest, sae_id, overrides):
+        key = (sae_id, tuple(sorted(overrides.items())))
+        if key not in clients:
+            settings = resolve_connection(options.with_overrides(overrides), sae_id=sae_id, manifest=manifest)
+            clients[key] = open_client(settings, warn=display.warning)
+        return clients[key]
+
+    def _key_link(self, link, options, manifest, qkd_pairs, clients, classical_backend, default_policy):
+        link_id = link['link_id']
+        try:
+            policy = LinkPolicy.from_spec(link['policy']) if link.get('policy') else default_policy
+            kem_algorithm = link.get('kem_algorithm') or self.get_option('kem_algorithm')
+            kem_backend = select_backend(self.get_option('pqc_backend'), kem_algorithm)
+            use_qkd = link.get('qkd', True)
+            if use_qkd and qkd_pairs is not None:
+                kmes = frozenset(manifest['saes'].get(link[end], {}).get('kme_id') for end in ('master', 'slave'))
+                use_qkd = kmes in qkd_pairs
+            # Resolving both ends also checks that both SAEs are known, QKD or not.
+            master, slave = [self._client(clients, options, manifest, link[end], link[end + '_overrides'])
+                             for end in ('master', 'slave')]
+            link_key, alarms = key_controller_link(
+                link, policy, master, slave, kem_backend, classical_backend, kem_algorithm,
+                qkd_key_size=self.get_option('qkd_key_size'), hash_algorithm=self.get_option('hash_algorithm'),
+                length=self.get_option('key_length'), use_qkd=use_qkd)
+        except PolicyViolation as exc:
+            raise AnsibleLookupError(str(exc))  # it names the link already
+        except (KeyDeliveryError, PqcError, LinkKeyingError, CombinerError, ValueError) as exc:
+            raise AnsibleLookupError('link %s: %s' % (link_id, getattr(exc, 'message', None) or exc))
+        result = link_key.public_facts()
+        result.update(link_id=link_id, master=link['master'], slave=link['slave'], key=link_key.key.hex(),
+                      policy=policy.name, alarms=list(result.get('alarms', ())) + alarms)
+        for alarm in result['alarms']:
+            display.warning('hybrid_key: link %s: %s' % (link_id, alarm))
+        return result

@@ -1,0 +1,125 @@
+"""The hybrid_key lookup: whole meshes keyed in one call against the live simulator."""
+
+import itertools
+import json
+import os
+
+import pytest
+
+from test_playbooks import ansible_playbook
+
+MADRID = ['SAE-MAD-1', 'SAE-MAD-2', 'SAE-MAD-3']
+
+
+def lookup_playbook(tmp_path, simulator, links, *args, **options):
+    """Run the lookup in a play; returns (rc, output, results). Results go to a 0600 file, never to the output."""
+    out = tmp_path / 'results.json'
+    playbook = tmp_path / 'lookup.yml'
+    option_text = ''.join(', %s=lookup_options.%s' % (name, name) for name in options)
+    playbook.write_text(json.dumps([dict(
+        hosts='localhost', connection='local', gather_facts=False,
+        vars=dict(links=links, lookup_options=options),
+        tasks=[
+            {'ansible.builtin.set_fact': {'link_keys': "{{ query('qsafe.keyfabric.hybrid_key', links, endpoints_file='%s'%s) }}"
+                                          % (simulator['endpoints_file'], option_text)}, 'no_log': True},
+            {'ansible.builtin.copy': {'content': '{{ link_keys | to_json }}', 'dest': str(out), 'mode': '0600'},
+             'no_log': True},
+        ])]))
+    rc, output = ansible_playbook(str(playbook), *args)
+    results = json.loads(out.read_text()) if out.exists() else None
+    return rc, output, results
+
+
+def test_a_mesh_in_one_call_gives_distinct_confirmed_keys(simulator, tmp_path):
+    links = [dict(master=a, slave=b) for a, b in itertools.combinations(MADRID, 2)]
+    rc, output, results = lookup_playbook(tmp_path, simulator, links, '-vvvv')
+    assert rc == 0, output
+    assert [r['link_id'] for r in results] == ['%s--%s' % (l['master'], l['slave']) for l in links]
+    for result in results:
+        assert sorted(result['sources']) == ['classical', 'pqc', 'qkd'] and not result['degraded']
+        assert len(bytes.fromhex(result['key'])) == 32 and len(result['kcv']) == 6
+        assert len(result['qkd_key_ids']) == 1 and result['algorithms']['pqc'] == 'ML-KEM-768'
+        assert result['key'] not in output and result['key'].upper() not in output
+    assert len(set(r['key'] for r in results)) == 3 and len(set(r['ppk_id'] for r in results)) == 3
+
+
+def test_the_qkd_key_in_the_mix_is_consumed_at_the_kme(simulator, tmp_path):
+    rc, output, results = lookup_playbook(tmp_path, simulator, [dict(master='SAE-MAD-1', slave='SAE-MAD-2')])
+    assert rc == 0, output
+    from test_etsi014_client_live import client_for
+    with client_for(simulator, 'SAE-MAD-2') as slave:
+        with pytest.raises(Exception) as err:
+            slave.get_keys_by_id('SAE-MAD-1', results[0]['qkd_key_ids'])
+    assert results[0]['qkd_key_ids'][0] in str(err.value)
+
+
+def test_site_without_qkd_fails_under_the_default_policy(simulator, tmp_path):
+    rc, output, results = lookup_playbook(tmp_path, simulator, [dict(master='SAE-MAD-1', slave='SAE-MEX-1')])
+    assert rc != 0 and results is None
+    assert 'SAE-MAD-1--SAE-MEX-1' in output and 'qkd' in output
+    assert 'Traceback' not in output
+
+
+def test_site_without_qkd_degrades_with_an_alarm_when_allowed(simulator, tmp_path):
+    rc, output, results = lookup_playbook(tmp_path, simulator, [dict(master='SAE-MAD-1', slave='SAE-MEX-1')],
+                                          policy=dict(require=['qkd', 'pqc'], on_missing='degrade'))
+    assert rc == 0, output
+    (result,) = results
+    assert result['degraded'] and sorted(result['sources']) == ['classical', 'pqc'] and result['alarms']
+    assert result['qkd_key_ids'] == []
+    assert '[WARNING]' in output and 'SAE-MAD-1--SAE-MEX-1' in output
+
+
+def test_pqc_only_policy_needs_no_qkd(simulator, tmp_path):
+    rc, output, results = lookup_playbook(tmp_path, simulator, [dict(master='SAE-NSP-1', slave='SAE-MEX-1', policy='pqc')])
+    assert rc == 0, output
+    assert not results[0]['degraded'] and 'pqc' in results[0]['sources']
+
+
+@pytest.mark.parametrize('links, message', [
+    ([dict(master='SAE-MAD-1')], 'slave must be an SAE ID'),
+    ([dict(master='SAE-MAD-1', slave='SAE-MAD-1')], 'master and slave are both SAE-MAD-1'),
+    ([dict(master='SAE-MAD-1', slave='SAE-MAD-2', colour='red')], 'unknown field colour'),
+    ([dict(master='SAE-MAD-1', slave='SAE-MAD-2'), dict(master='SAE-MAD-1', slave='SAE-MAD-2')], 'given twice'),
+    ([dict(master='SAE-MAD-1', slave='SAE-NOBODY')], 'SAE-NOBODY is not in endpoints_file'),
+    ([dict(master='SAE-MAD-1', slave='SAE-MAD-2', policy='quantum-ish')], 'quantum-ish'),
+    ([dict(master='SAE-MAD-1', slave='SAE-MAD-2', kem_algorithm='ML-KEM-512')], 'ML-KEM-512'),
+])
+def test_bad_links_are_named(simulator, tmp_path, links, message):
+    rc, output, results = lookup_playbook(tmp_path, simulator, links)
+    assert rc != 0 and message in output, output
+    assert 'Traceback' not in output
+
+
+def test_connection_options_come_from_variables(simulator, tmp_path):
+    playbook = tmp_path / 'vars.yml'
+    playbook.write_text('''\
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    qsafe_endpoints_file: {endpoints}
+    qsafe_hash_algorithm: sha384
+  tasks:
+    - ansible.builtin.set_fact:
+        facts: "{{{{ query('qsafe.keyfabric.hybrid_key', {{'master': 'SAE-MAD-2', 'slave': 'SAE-MAD-3'}})
+                    | map('dict2items') | map('rejectattr', 'key', 'eq', 'key') | map('items2dict') }}}}"
+    - ansible.builtin.assert:
+        that:
+          - facts[0].hash_algorithm == 'sha384'
+          - facts[0].sources | length == 3
+'''.format(endpoints=simulator['endpoints_file']))
+    rc, output = ansible_playbook(str(playbook))
+    assert rc == 0, output
+
+
+def test_lookup_documentation_renders(simulator):
+    import subprocess
+    import sys
+    from conftest import COLLECTIONS_PATH
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH, ANSIBLE_NOCOLOR='1')
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-doc'), '-t', 'lookup',
+                           'qsafe.keyfabric.hybrid_key'], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          check=False)
+    text = done.stdout.decode()
+    assert done.returncode == 0 and 'endpoints_file' in text and 'QSAFE_ENDPOINTS_FILE' in text, text
