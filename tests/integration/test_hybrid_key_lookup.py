@@ -113,6 +113,24 @@ def test_connection_options_come_from_variables(simulator, tmp_path):
     assert rc == 0, output
 
 
+def test_connection_options_come_from_the_environment(simulator, tmp_path, monkeypatch):
+    playbook = tmp_path / 'env.yml'
+    playbook.write_text('''\
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.assert:
+        that: "query('qsafe.keyfabric.hybrid_key', {'master': 'SAE-MAD-1', 'slave': 'SAE-MAD-3'})[0].kcv | length == 6"
+''')
+    monkeypatch.setenv('QSAFE_ENDPOINTS_FILE', simulator['endpoints_file'])
+    rc, output = ansible_playbook(str(playbook))
+    assert rc == 0, output
+    monkeypatch.setenv('QSAFE_ENDPOINTS_FILE', str(tmp_path / 'missing.json'))
+    rc, output = ansible_playbook(str(playbook))
+    assert rc != 0 and 'cannot read endpoints_file' in output, output
+
+
 def test_lookup_documentation_renders(simulator):
     import subprocess
     import sys

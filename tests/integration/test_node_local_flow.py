@@ -65,6 +65,7 @@ TAMPER = {  # what the slave is given instead of the master's values
     'ciphertext': dict(kem_ciphertext=FLIPPED_CIPHERTEXT),
     'policy': dict(policy='qkd'),
     'link_id': dict(link_id='MAD-3--MAD-1'),
+    'key_id': dict(qkd_key_ids='{{ other.key_ids }}'),  # a real key of the same pair, but not the master's
 }
 MASTER_AND_SLAVE = '''\
 - qsafe.keyfabric.pqc_kem: {{operation: keypair, private_key_path: "{tmp}/kem.key"}}
@@ -81,6 +82,13 @@ MASTER_AND_SLAVE = '''\
     peer_classical_public_key: "{{{{ xk.public_key }}}}"
     dest: "{tmp}/master.json"
   register: m
+- qsafe.keyfabric.qkd_key:
+    endpoints_file: "{endpoints}"
+    sae_id: SAE-MAD-1
+    role: master
+    peer_sae_id: SAE-MAD-3
+    dest: "{tmp}/other.json"
+  register: other
 - qsafe.keyfabric.hybrid_link_key:
     role: slave
     link_id: "{link_id}"
@@ -90,7 +98,7 @@ MASTER_AND_SLAVE = '''\
     peer_sae_id: SAE-MAD-1
     kem_private_key_path: "{tmp}/kem.key"
     classical_private_key_path: "{tmp}/x.key"
-    qkd_key_ids: "{{{{ m.qkd_key_ids }}}}"
+    qkd_key_ids: "{qkd_key_ids}"
     kem_ciphertext: "{kem_ciphertext}"
     classical_ciphertext: "{{{{ m.classical_ciphertext }}}}"
     expected_kcv: "{{{{ m.kcv }}}}"
@@ -98,9 +106,13 @@ MASTER_AND_SLAVE = '''\
 '''
 
 
+UNTAMPERED = dict(link_id='TAMPER', policy='qkd+pqc', kem_ciphertext='{{ m.kem_ciphertext }}',
+                  qkd_key_ids='{{ m.qkd_key_ids }}')
+
+
 @pytest.mark.parametrize('tamper', sorted(TAMPER))
 def test_tampering_is_caught_by_key_confirmation_and_nothing_is_written(simulator, tmp_path, tamper):
-    values = dict(link_id='TAMPER', policy='qkd+pqc', kem_ciphertext='{{ m.kem_ciphertext }}')
+    values = dict(UNTAMPERED)
     values.update(TAMPER[tamper])
     rc, output = run_tasks(tmp_path, MASTER_AND_SLAVE.format(tmp=tmp_path, endpoints=simulator['endpoints_file'], **values))
     assert rc != 0 and 'key confirmation failed for link' in output, output
@@ -110,7 +122,6 @@ def test_tampering_is_caught_by_key_confirmation_and_nothing_is_written(simulato
 
 def test_untampered_run_of_the_same_tasks_succeeds(simulator, tmp_path):
     rc, output = run_tasks(tmp_path, MASTER_AND_SLAVE.format(tmp=tmp_path, endpoints=simulator['endpoints_file'],
-                                                             link_id='TAMPER', policy='qkd+pqc',
-                                                             kem_ciphertext='{{ m.kem_ciphertext }}'))
+                                                             **UNTAMPERED))
     assert rc == 0, output
     assert json.loads((tmp_path / 'slave.json').read_text())['key'] == json.loads((tmp_path / 'master.json').read_text())['key']
