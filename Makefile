@@ -96,7 +96,7 @@ help:
 	@echo "make integration     pytest tests/integration with ANSIBLE_COLLECTIONS_PATH=.build"
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make build           ansible-galaxy collection build into .build/dist + tarball check"
-	@echo "make demo | bench    tools/demo.sh | benchmarks/bench_etsi014.py"
+	@echo "make demo | bench    tools/demo.sh | every benchmarks/bench_*.py (results in docs/benchmarks.md)"
 	@echo "make venv            .venv from requirements.txt (re-run when it changes)"
 	@echo "make collection      sync the collection copy under .build/"
 	@echo "make requirements-freeze   regenerate requirements.txt from requirements-direct.txt"
@@ -199,9 +199,8 @@ demo: $(VENV_STAMP) collection
 	@test -f tools/demo.sh || { echo "demo: tools/demo.sh does not exist" >&2; exit 1; }
 	@bash tools/demo.sh
 
-bench: $(VENV_STAMP)
-	@test -f benchmarks/bench_etsi014.py || { echo "bench: benchmarks/bench_etsi014.py does not exist yet" >&2; exit 1; }
-	@"$(VPY)" benchmarks/bench_etsi014.py
+bench: $(VENV_STAMP) collection
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; "$(VPY)" "$$script"; done
 
 # ---------------------------------------------------------------------------------------------
 
