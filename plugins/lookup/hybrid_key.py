@@ -84,9 +84,42 @@ options:
     vars:
       - name: qsafe_qkd_key_size
   workers:
-    description: How many links are keyed at the same time.
+    description:
+      - How many links are keyed at the same time. Against remote KMEs this overlaps network
+        latency; on one small machine running the simulator too, 1 is as fast (see docs/benchmarks.md).
     type: int
     default: 4
+  key_store:
+    description:
+      - A directory on the controller holding one key file per link (C(<link_id>.json), mode 0600).
+      - A link whose stored key still fits (same ends, policy, algorithms, length; not degraded;
+        not due for rotation) gets that key again, so running the same inventory twice consumes no
+        QKD key and changes nothing. A new or changed link is keyed and stored.
+      - A replaced key is kept as C(<link_id>.previous.json), and results carry its C(previous_ppk_id),
+        for make-before-break rotation.
+      - Protect it like any secret store (mode 0700, on encrypted storage).
+    type: path
+    vars:
+      - name: qsafe_key_store
+  rotate:
+    description:
+      - Re-key links even if their stored key fits - C(true) for all, or a list of link IDs.
+    type: raw
+    default: false
+    vars:
+      - name: qsafe_rotate
+  max_age:
+    description: Re-key stored keys older than this many seconds (C(0) - never by age).
+    type: int
+    default: 0
+    vars:
+      - name: qsafe_key_max_age
+  store_only:
+    description:
+      - Only read keys from I(key_store), never derive one; a link without a usable stored key fails.
+      - For plays that render configurations after the keys were made in an earlier play.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - qsafe.keyfabric.kme_connection
   - qsafe.keyfabric.kme_connection.plugins
@@ -141,9 +174,14 @@ _raw:
     policy: {description: "The policy applied.", type: str}
     degraded: {description: "Whether a source the policy requires is missing (policy on_missing=degrade).", type: bool}
     alarms: {description: "Why the key is degraded or a source was unavailable.", type: list, elements: str}
+    reused: {description: "Whether the key came from I(key_store) unchanged (no key was consumed).", type: bool}
+    generation: {description: "How many times the link has been keyed in I(key_store) (1 for its first key).", type: int}
+    previous_ppk_id: {description: "PPK ID of the key this one replaced (rotation), if any.", type: str}
 '''
 
+import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.errors import AnsibleLookupError
@@ -163,6 +201,14 @@ from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_keying import
     CLASSICAL_ALGORITHM,
     LinkKeyingError,
     key_controller_link,
+)
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store import (
+    LinkKeyStoreError,
+    link_key_path,
+    public_record,
+    read_link_key,
+    replace_link_key,
+    reusable,
 )
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_policy import LinkPolicy, PolicyViolation
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.pqc_backends import PqcError, select_backend
@@ -218,6 +264,9 @@ class LookupModule(LookupBase):
             default_policy = LinkPolicy.from_spec(self.get_option('policy'))
         except (KeyDeliveryError, PqcError, ValueError) as exc:
             raise AnsibleLookupError(str(exc))
+        key_store = self.get_option('key_store')
+        if key_store and not os.path.isdir(key_store):
+            raise AnsibleLookupError('key_store %s is not a directory' % key_store)
         qkd_pairs = self._qkd_pairs(manifest)
         local, opened = threading.local(), []
 
@@ -250,11 +299,30 @@ class LookupModule(LookupBase):
             clients[key] = open_client(settings, warn=display.warning)
         return clients[key]
 
+    def _rotating(self, link_id):
+        rotate = self.get_option('rotate')
+        if isinstance(rotate, (list, tuple)):
+            return link_id in rotate
+        return rotate in (True, 'true', 'yes', 'all')
+
     def _key_link(self, link, options, manifest, qkd_pairs, clients, classical_backend, default_policy):
         link_id = link['link_id']
         try:
             policy = LinkPolicy.from_spec(link['policy']) if link.get('policy') else default_policy
             kem_algorithm = link.get('kem_algorithm') or self.get_option('kem_algorithm')
+            wanted = dict(link_id=link_id, master_id=link['master'], slave_id=link['slave'], policy=policy.name,
+                          kem_algorithm=kem_algorithm, hash_algorithm=self.get_option('hash_algorithm'),
+                          size=self.get_option('key_length') * 8)
+            store_path = stored = None
+            if self.get_option('key_store'):
+                store_path = link_key_path(self.get_option('key_store'), link_id)
+                stored = read_link_key(store_path)
+                if not self._rotating(link_id) and reusable(stored, wanted, self.get_option('max_age')):
+                    return dict(public_record(stored), master=link['master'], slave=link['slave'], key=stored['key'],
+                                reused=True)
+            if self.get_option('store_only'):
+                raise LinkKeyingError('no usable key for link %s in key_store %s (store_only is set)'
+                                      % (link_id, self.get_option('key_store')))
             kem_backend = select_backend(self.get_option('pqc_backend'), kem_algorithm)
             use_qkd = link.get('qkd', True)
             if use_qkd and qkd_pairs is not None:
@@ -267,13 +335,15 @@ class LookupModule(LookupBase):
                 link, policy, master, slave, kem_backend, classical_backend, kem_algorithm,
                 qkd_key_size=self.get_option('qkd_key_size'), hash_algorithm=self.get_option('hash_algorithm'),
                 length=self.get_option('key_length'), use_qkd=use_qkd)
+            record = link_key.public_facts()
+            record.update(kem_algorithm=kem_algorithm, key=link_key.key.hex(), created=int(time.time()), generation=1,
+                          alarms=list(record.get('alarms', ())) + alarms)
+            if store_path:
+                record = replace_link_key(store_path, record, stored)
         except PolicyViolation as exc:
             raise AnsibleLookupError(str(exc))  # it names the link already
-        except (KeyDeliveryError, PqcError, LinkKeyingError, CombinerError, ValueError) as exc:
+        except (KeyDeliveryError, PqcError, LinkKeyingError, LinkKeyStoreError, CombinerError, ValueError, OSError) as exc:
             raise AnsibleLookupError('link %s: %s' % (link_id, getattr(exc, 'message', None) or exc))
-        result = link_key.public_facts()
-        result.update(link_id=link_id, master=link['master'], slave=link['slave'], key=link_key.key.hex(),
-                      policy=policy.name, alarms=list(result.get('alarms', ())) + alarms)
-        for alarm in result['alarms']:
+        for alarm in record['alarms']:
             display.warning('hybrid_key: link %s: %s' % (link_id, alarm))
-        return result
+        return dict(record, master=link['master'], slave=link['slave'], reused=False)

@@ -171,14 +171,12 @@ dest: {description: "The key file.", returned: always, type: str}
 
 import base64
 import binascii
-import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.hybrid_combiner import CombinerError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
-from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import write_secret_file
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import (
     connection_argument_spec,
     module_client,
@@ -191,10 +189,15 @@ from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_keying import
     qkd_master_contribution,
     qkd_slave_contribution,
 )
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store import (
+    LinkKeyStoreError,
+    public_record,
+    read_link_key,
+    write_link_key,
+)
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_policy import LinkPolicy, PolicyViolation
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.pqc_backends import PqcError, read_private_key, select_backend
 
-LINK_KEY_FORMAT = 'qsafe-keyfabric-link-key/1'
 MASTER_OPTIONS = ('peer_kem_public_key', 'peer_classical_public_key')
 SLAVE_OPTIONS = ('kem_private_key_path', 'classical_private_key_path', 'qkd_key_ids', 'kem_ciphertext',
                  'classical_ciphertext', 'expected_kcv')
@@ -212,20 +215,6 @@ def b64_option(params, name):
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ModuleInputError('%s is not valid base64' % name)
-
-
-def read_link_file(dest):
-    """The public facts of an existing link key file, or None."""
-    if not os.path.exists(dest):
-        return None
-    try:
-        with open(dest) as handle:
-            stored = json.load(handle)
-        if stored.get('format') != LINK_KEY_FORMAT:
-            raise ValueError()
-    except (OSError, ValueError, AttributeError):
-        raise ModuleInputError('dest %s exists but is not a link key file; move it away or choose another dest' % dest)
-    return dict((name, value) for name, value in stored.items() if name != 'key')
 
 
 def master_half(module, link, policy, kem_backend, classical_backend):
@@ -278,7 +267,8 @@ def key_link(module):
         link = dict(link_id=params['link_id'], master=params['peer_sae_id'], slave=params['sae_id'])
     if not link['master'] or not link['slave']:
         raise ModuleInputError('sae_id is required: it names this end of the link')
-    before = read_link_file(params['dest'])
+    stored = read_link_key(params['dest'])
+    before = public_record(stored) if stored else None
     result = dict(changed=False, link_id=params['link_id'], dest=params['dest'])
     if before and before.get('link_id') == params['link_id'] and before.get('role') == params['role'] and (
             (params['role'] == 'master' and not params['force'])
@@ -308,8 +298,7 @@ def key_link(module):
             'end, or swapped roles.' % (params['link_id'], params['expected_kcv'], link_key.kcv))
     facts = link_key.public_facts()
     facts.update(public, link_id=params['link_id'], role=params['role'], alarms=list(facts.get('alarms', ())) + alarms)
-    stored = dict(facts, format=LINK_KEY_FORMAT, key=link_key.key.hex())
-    write_secret_file(params['dest'], (json.dumps(stored, indent=1, sort_keys=True) + '\n').encode('ascii'))
+    write_link_key(params['dest'], dict(facts, key=link_key.key.hex()))
     result.update((name, value) for name, value in facts.items() if name in RESULT_FIELDS)
     for alarm in result.get('alarms', ()):
         module.warn('link %s: %s' % (params['link_id'], alarm))
@@ -356,7 +345,7 @@ def main():
         module.exit_json(**key_link(module))
     except KeyDeliveryError as exc:
         module.fail_json(**exc.to_result())
-    except (ModuleInputError, PolicyViolation, PqcError, CombinerError, ValueError) as exc:
+    except (ModuleInputError, LinkKeyStoreError, PolicyViolation, PqcError, CombinerError, ValueError) as exc:
         module.fail_json(msg='link %s: %s' % (module.params['link_id'], getattr(exc, 'message', None) or exc))
 
 

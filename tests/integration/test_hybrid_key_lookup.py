@@ -141,3 +141,37 @@ def test_lookup_documentation_renders(simulator):
                           check=False)
     text = done.stdout.decode()
     assert done.returncode == 0 and 'endpoints_file' in text and 'QSAFE_ENDPOINTS_FILE' in text, text
+
+
+def test_key_store_makes_reruns_consume_no_key_and_rotation_make_before_break(simulator, tmp_path):
+    store = tmp_path / 'store'
+    store.mkdir(mode=0o700)
+    links = [dict(master='SAE-MAD-1', slave='SAE-MAD-2'), dict(master='SAE-MAD-2', slave='SAE-MAD-3')]
+    from test_playbooks import stored
+    rc, output, first = lookup_playbook(tmp_path, simulator, links, key_store=str(store))
+    assert rc == 0, output
+    assert [r['reused'] for r in first] == [False, False] and [r['generation'] for r in first] == [1, 1]
+    assert oct(os.stat(str(store / 'SAE-MAD-1--SAE-MAD-2.json')).st_mode & 0o777) == '0o600'
+    before = stored(simulator, 'SAE-MAD-2', 'SAE-MAD-3')
+
+    rc, output, second = lookup_playbook(tmp_path, simulator, links, key_store=str(store))
+    assert rc == 0, output
+    assert [r['reused'] for r in second] == [True, True]
+    assert [r['key'] for r in second] == [r['key'] for r in first]
+    assert stored(simulator, 'SAE-MAD-2', 'SAE-MAD-3') >= before
+
+    rc, output, third = lookup_playbook(tmp_path, simulator, links, key_store=str(store), rotate=['SAE-MAD-2--SAE-MAD-3'])
+    assert rc == 0, output
+    assert third[0]['key'] == first[0]['key'] and third[0]['reused']
+    assert third[1]['key'] != first[1]['key'] and third[1]['generation'] == 2
+    assert third[1]['previous_ppk_id'] == first[1]['ppk_id']
+    assert json.loads((store / 'SAE-MAD-2--SAE-MAD-3.previous.json').read_text())['key'] == first[1]['key']
+
+
+def test_store_only_never_derives(simulator, tmp_path):
+    store = tmp_path / 'store'
+    store.mkdir()
+    rc, output, results = lookup_playbook(tmp_path, simulator, [dict(master='SAE-MAD-1', slave='SAE-MAD-3')],
+                                          key_store=str(store), store_only=True)
+    assert rc != 0 and 'no usable key for link SAE-MAD-1--SAE-MAD-3' in output, output
+    assert list(store.iterdir()) == []

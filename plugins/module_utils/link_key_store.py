@@ -1,0 +1,87 @@
+# -*- coding: utf-8 -*-
+# Copyright: qsafe.keyfabric contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Link key files: one JSON file per link, mode 0600, written atomically.
+
+The same format serves the controller's key store (the ``hybrid_key`` lookup's ``key_store``
+directory: ``<store>/<link_id>.json``) and the node-local flow's ``dest`` files
+(``hybrid_link_key``). A file holds the key (hex) and its public facts; ``public_record``
+strips the key.
+
+The key store is what makes a roll-out idempotent: a link whose stored key still fits (same
+ends, policy, algorithms, length, and not due for rotation) reuses it, so a second run of the
+same inventory consumes no QKD key. Rotation keeps the key it replaces as
+``<link_id>.previous.json`` so configurations can carry both during a make-before-break change.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import re
+import time
+
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import write_secret_file
+
+LINK_KEY_FORMAT = 'qsafe-keyfabric-link-key/1'
+# What must be equal for a stored key to be reused for a link.
+MATCH_FIELDS = ('link_id', 'master_id', 'slave_id', 'policy', 'kem_algorithm', 'hash_algorithm', 'size')
+_LINK_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
+
+
+class LinkKeyStoreError(Exception):
+    """A key file cannot be used; the message names it and never holds key bytes."""
+
+
+def link_key_path(directory, link_id):
+    """The key file of ``link_id`` in ``directory`` (link IDs become file names, so they are checked)."""
+    if not _LINK_ID.match(link_id or '') or '..' in link_id:
+        raise LinkKeyStoreError('link ID %r cannot name a key file: use letters, digits, ".", "_" and "-"' % (link_id,))
+    return os.path.join(directory, link_id + '.json')
+
+
+def read_link_key(path):
+    """The record in ``path`` (with the key, hex), or None when there is no file."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+        if not isinstance(record, dict) or record.get('format') != LINK_KEY_FORMAT or \
+                not isinstance(record.get('key'), str):
+            raise ValueError()
+        bytes.fromhex(record['key'])
+    except (OSError, ValueError):
+        raise LinkKeyStoreError('%s exists but is not a link key file; move it away or choose another path' % path)
+    return record
+
+
+def write_link_key(path, record):
+    """Write ``record`` (public facts and ``key`` hex) atomically with mode 0600."""
+    record = dict(record, format=LINK_KEY_FORMAT)
+    write_secret_file(path, (json.dumps(record, indent=1, sort_keys=True) + '\n').encode('ascii'))
+
+
+def public_record(record):
+    """The record without the key."""
+    return dict((name, value) for name, value in record.items() if name not in ('key', 'format'))
+
+
+def reusable(record, wanted, max_age=0, now=None):
+    """Whether a stored ``record`` can serve as the key described by ``wanted`` (MATCH_FIELDS)."""
+    if record is None or record.get('degraded') or any(record.get(name) != wanted.get(name) for name in MATCH_FIELDS):
+        return False  # a degraded key is replaced as soon as the missing source is back
+    if max_age and (now or time.time()) - record.get('created', 0) >= max_age:
+        return False
+    return True
+
+
+def replace_link_key(path, record, previous):
+    """Store a new key for a link, keeping the one it replaces as ``.previous.json``."""
+    if previous is not None:
+        write_link_key(path[:-len('.json')] + '.previous.json', previous)
+        record = dict(record, generation=previous.get('generation', 0) + 1, previous_ppk_id=previous.get('ppk_id'))
+    write_link_key(path, record)
+    return record

@@ -1,0 +1,78 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import stat
+
+import pytest
+
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store import (
+    LinkKeyStoreError,
+    link_key_path,
+    public_record,
+    read_link_key,
+    replace_link_key,
+    reusable,
+    write_link_key,
+)
+
+WANTED = dict(link_id='A--B', master_id='SAE-A', slave_id='SAE-B', policy='qkd+pqc', kem_algorithm='ML-KEM-768',
+              hash_algorithm='sha256', size=256)
+RECORD = dict(WANTED, key='11' * 32, ppk_id='qkf-0000000000000001', kcv='ABCDEF', created=1000, generation=1,
+              degraded=False)
+
+
+def test_round_trip_is_0600_and_public_record_has_no_key(tmp_path):
+    path = link_key_path(str(tmp_path), 'A--B')
+    write_link_key(path, RECORD)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert read_link_key(path)['key'] == '11' * 32
+    assert 'key' not in public_record(read_link_key(path)) and '11' * 32 not in str(public_record(RECORD))
+
+
+@pytest.mark.parametrize('link_id', ['../escape', 'a/b', '', '.hidden', 'x..y'])
+def test_link_ids_that_are_not_file_names_are_refused(tmp_path, link_id):
+    with pytest.raises(LinkKeyStoreError):
+        link_key_path(str(tmp_path), link_id)
+
+
+def test_foreign_file_is_refused(tmp_path):
+    path = tmp_path / 'A--B.json'
+    path.write_text('{"format": "other", "key": "zz"}')
+    with pytest.raises(LinkKeyStoreError) as err:
+        read_link_key(str(path))
+    assert 'not a link key file' in str(err.value)
+
+
+def test_absent_file_reads_as_none(tmp_path):
+    assert read_link_key(str(tmp_path / 'none.json')) is None
+
+
+@pytest.mark.parametrize('change, expected', [
+    ({}, True),
+    (dict(policy='pqc'), False),
+    (dict(kem_algorithm='ML-KEM-1024'), False),
+    (dict(size=512), False),
+    (dict(master_id='SAE-B', slave_id='SAE-A'), False),
+    (dict(degraded=True), False),
+])
+def test_reuse_only_when_everything_fits(change, expected):
+    assert reusable(dict(RECORD, **change), WANTED) is expected
+
+
+def test_reuse_ends_with_max_age():
+    assert reusable(RECORD, WANTED, max_age=100, now=1099)
+    assert not reusable(RECORD, WANTED, max_age=100, now=1100)
+    assert not reusable(None, WANTED)
+
+
+def test_replacing_keeps_the_previous_key(tmp_path):
+    path = link_key_path(str(tmp_path), 'A--B')
+    write_link_key(path, RECORD)
+    new = replace_link_key(path, dict(RECORD, key='22' * 32, ppk_id='qkf-0000000000000002'), read_link_key(path))
+    assert new['generation'] == 2 and new['previous_ppk_id'] == 'qkf-0000000000000001'
+    assert read_link_key(str(tmp_path / 'A--B.previous.json'))['key'] == '11' * 32
+    assert read_link_key(path)['key'] == '22' * 32
