@@ -267,3 +267,29 @@ def derive_link_key(link_id, master_id, slave_id, contributions, policy, length=
     key = catkdf([item.secret for item in ordered], context, ma, mb, label, length, hash_algorithm)
     ppk_id = PPK_ID_PREFIX + hashlib.sha256(_length_prefixed(context, ma, mb)).hexdigest()[:16]
     return LinkKey(key, ppk_id, link_id, master_id, slave_id, policy.name, ordered, hash_algorithm, decision)
+
+
+# What one link key is used for, with the length of each derived secret in bytes (None: the caller says).
+SUBKEY_PURPOSES = {'ikev2-ppk': 32, 'ikev2-psk': 32, 'macsec-cak': None}
+
+
+def derive_subkey(link_key, purpose, ppk_id, length=None):
+    """A secret for one purpose, derived from a link key (HKDF-SHA256, info = purpose || PPK ID).
+
+    One link key feeds several uses (the IKEv2 PPK, the IKEv2 authentication PSK, the MACsec
+    CAK); each gets its own derived secret so that none of them is another's key.
+    """
+    if purpose not in SUBKEY_PURPOSES:
+        raise CombinerError('unknown key purpose %r; known: %s' % (purpose, ', '.join(sorted(SUBKEY_PURPOSES))))
+    length = length or SUBKEY_PURPOSES[purpose]
+    if not length or length < 16:
+        raise CombinerError('a %s must be at least 16 bytes, got %r' % (purpose, length))
+    if len(link_key) < MIN_LINK_KEY_BYTES:
+        raise CombinerError('a link key has at least %d bytes, got %d' % (MIN_LINK_KEY_BYTES, len(link_key)))
+    info = _length_prefixed(CONTEXT_LABEL, purpose.encode('ascii'), _text(ppk_id, 'ppk_id'))
+    return _hkdf('sha256', link_key, b'', info, length)
+
+
+def macsec_ckn(ppk_id):
+    """The public MACsec connectivity association key name of a link key: 32 bytes from its PPK ID."""
+    return hashlib.sha256(_length_prefixed(CONTEXT_LABEL, b'macsec-ckn', _text(ppk_id, 'ppk_id'))).digest()

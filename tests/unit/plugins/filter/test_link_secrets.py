@@ -1,0 +1,41 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.qsafe.keyfabric.plugins.filter.link_secrets import link_secrets
+
+LINK = dict(link_id='A--B', key='5a' * 32, ppk_id='qkf-0123456789abcdef')
+
+
+def test_every_purpose_gets_its_own_secret_of_the_right_length():
+    secrets = link_secrets(LINK)
+    values = [secrets[name] for name in ('ppk_hex', 'ike_psk_hex', 'macsec_cak_hex', 'macsec_ckn_hex')]
+    assert len(set(values)) == 4 and LINK['key'] not in values
+    assert [len(value) for value in values] == [64, 64, 64, 64]
+    assert len(link_secrets(LINK, 128)['macsec_cak_hex']) == 32
+
+
+def test_both_ends_derive_the_same_and_another_key_derives_others():
+    assert link_secrets(dict(LINK)) == link_secrets(LINK)
+    other = link_secrets(dict(LINK, key='5b' * 32))
+    assert other['ppk_hex'] != link_secrets(LINK)['ppk_hex']
+    assert other['macsec_ckn_hex'] == link_secrets(LINK)['macsec_ckn_hex']  # the CKN is public, from the PPK ID
+
+
+@pytest.mark.parametrize('link, cak_bits, problem', [
+    ('not a dict', 256, 'needs a hybrid_key result'),
+    (dict(LINK, key=''), 256, 'needs a hybrid_key result'),
+    (dict(LINK, key='zz' * 32), 256, 'link_secrets for link A--B'),
+    (dict(LINK, key='5a' * 8), 256, 'at least 32 bytes'),
+    (LINK, 192, 'cak_bits must be 128 or 256'),
+])
+def test_bad_input_is_named(link, cak_bits, problem):
+    with pytest.raises(AnsibleFilterError) as err:
+        link_secrets(link, cak_bits)
+    assert problem in str(err.value) and '5a' * 8 not in str(err.value)
