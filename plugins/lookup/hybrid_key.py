@@ -39,7 +39,7 @@ options:
   policy:
     description:
       - The default key policy of a link - C(qkd+pqc), C(qkd), C(pqc), C(any), or a dict with
-        C(require) (a list of C(qkd), C(pqc)) and C(on_missing) (C(fail) or C(degrade)).
+        C(require) (a list of C(classical), C(qkd), C(pqc)) and C(on_missing) (C(fail) or C(degrade)).
       - C(any) needs at least one quantum-safe source (QKD or PQC). A key from classical
         secrets alone is never made with C(on_missing=fail), and is flagged as degraded otherwise.
     type: raw
@@ -126,7 +126,11 @@ extends_documentation_fragment:
 notes:
   - With I(endpoints_file), SAEs without a QKD link between their KMEs (per the manifest's
     C(links)) are not asked for QKD keys; the policy decides whether the link may do without.
-  - A QKD key whose delivery to the slave fails is never reused; the lookup fails for that link.
+  - Every link is checked (options, policy, SAEs, key store) before any QKD key is spent. When
+    keying fails for some links, the others are still keyed (and stored in I(key_store), so a
+    re-run spends no new key for them); the lookup then fails with every failed link named.
+  - Only a KME that cannot deliver now (503, unreachable, timeout) makes QKD a missing source
+    for the policy; a refused certificate, a bad request or a broken answer is an error.
 seealso:
   - module: qsafe.keyfabric.qkd_key
   - module: qsafe.keyfabric.hybrid_link_key
@@ -172,7 +176,9 @@ _raw:
     algorithms: {description: "Algorithm per source.", type: dict}
     qkd_key_ids: {description: "The QKD key_IDs used.", type: list, elements: str}
     policy: {description: "The policy applied.", type: str}
-    degraded: {description: "Whether a source the policy requires is missing (policy on_missing=degrade).", type: bool}
+    degraded:
+      description: Whether a required source is missing, or no quantum-safe source is in the key (possible only with on_missing=degrade).
+      type: bool
     alarms: {description: "Why the key is degraded or a source was unavailable.", type: list, elements: str}
     reused: {description: "Whether the key came from I(key_store) unchanged (no key was consumed).", type: bool}
     generation: {description: "How many times the link has been keyed in I(key_store) (1 for its first key).", type: int}
@@ -257,33 +263,72 @@ class LookupModule(LookupBase):
         if not links:
             return []
         options = ConnectionOptions.from_plugin(self)
-        endpoints_file = options.get('endpoints_file')
+        self._check_options(options, links)
         try:
-            manifest = load_endpoints(endpoints_file) if endpoints_file else None
+            manifest = load_endpoints(options.get('endpoints_file')) if options.get('endpoints_file') else None
             classical_backend = select_backend('auto', CLASSICAL_ALGORITHM)
             default_policy = LinkPolicy.from_spec(self.get_option('policy'))
         except (KeyDeliveryError, PqcError, ValueError) as exc:
             raise AnsibleLookupError(str(exc))
-        key_store = self.get_option('key_store')
-        if key_store and not os.path.isdir(key_store):
-            raise AnsibleLookupError('key_store %s is not a directory' % key_store)
+
+        # Everything that can be checked without a KME is checked for every link before any
+        # QKD key is spent, so one bad link does not waste the keys of the others.
         qkd_pairs = self._qkd_pairs(manifest)
+        plans, problems = [], []
+        for link in links:
+            try:
+                plans.append(self._plan(link, options, manifest, qkd_pairs, default_policy))
+            except (KeyDeliveryError, PqcError, LinkKeyingError, LinkKeyStoreError, ValueError) as exc:
+                problems.append('link %s: %s' % (link['link_id'], getattr(exc, 'message', None) or exc))
+        if problems:
+            raise AnsibleLookupError('no link was keyed: ' + '; '.join(problems))
+
         local, opened = threading.local(), []
 
-        def key_one(link):
+        def key_one(plan):
             if not hasattr(local, 'clients'):
                 local.clients = {}  # one kept-alive session per SAE and worker thread
                 opened.append(local.clients)
-            return self._key_link(link, options, manifest, qkd_pairs, local.clients, classical_backend, default_policy)
+            try:
+                return self._key(plan, options, manifest, local.clients, classical_backend), None
+            except PolicyViolation as exc:
+                return None, str(exc)  # it names the link already
+            except (KeyDeliveryError, PqcError, LinkKeyingError, LinkKeyStoreError, CombinerError, ValueError,
+                    OSError) as exc:
+                return None, 'link %s: %s' % (plan['link']['link_id'], getattr(exc, 'message', None) or exc)
 
-        workers = max(1, min(self.get_option('workers'), len(links)))
+        workers = max(1, min(self.get_option('workers'), len(plans)))
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                return list(pool.map(key_one, links))
+                outcomes = list(pool.map(key_one, plans))
         finally:
             for clients in opened:
                 for client in clients.values():
                     client.close()
+        failures = [error for result, error in outcomes if error]
+        if failures:
+            kept = ('they are stored in key_store, so a re-run reuses them and spends no new key'
+                    if self.get_option('key_store') else 'without key_store their keys are discarded')
+            raise AnsibleLookupError('%d of %d links failed: %s. The %d other links were keyed; %s.' % (
+                len(failures), len(plans), '; '.join(failures), len(plans) - len(failures), kept))
+        return [result for result, error in outcomes]
+
+    def _check_options(self, options, links):
+        if self.get_option('key_length') < 32:
+            raise AnsibleLookupError('key_length must be at least 32 bytes (RFC 8784 PPKs need 256 bits), got %d'
+                                     % self.get_option('key_length'))
+        size = self.get_option('qkd_key_size')
+        if size < 128 or size % 8:
+            raise AnsibleLookupError('qkd_key_size must be a multiple of 8 and at least 128 bits, got %d' % size)
+        key_store = self.get_option('key_store')
+        if key_store and not os.path.isdir(key_store):
+            raise AnsibleLookupError('key_store %s is not a directory' % key_store)
+        saes = set(link[end] for link in links for end in ('master', 'slave'))
+        shared = [name for name in ('kme_url', 'client_cert', 'client_key') if options.get(name)]
+        if shared and len(saes) > 1:
+            raise AnsibleLookupError(
+                '%s would apply to every SAE of these links (%s); give them per SAE in a link\'s master or slave '
+                'dict, or use endpoints_file' % (', '.join(shared), ', '.join(sorted(saes))))
 
     @staticmethod
     def _qkd_pairs(manifest):
@@ -292,10 +337,9 @@ class LookupModule(LookupBase):
             return None
         return set(frozenset(link.get('kmes', ())) for link in manifest['links'])
 
-    def _client(self, clients, options, manifest, sae_id, overrides):
-        key = (sae_id, tuple(sorted(overrides.items())))
+    def _client(self, clients, settings):
+        key = tuple(sorted(settings.items()))
         if key not in clients:
-            settings = resolve_connection(options.with_overrides(overrides), sae_id=sae_id, manifest=manifest)
             clients[key] = open_client(settings, warn=display.warning)
         return clients[key]
 
@@ -305,45 +349,48 @@ class LookupModule(LookupBase):
             return link_id in rotate
         return rotate in (True, 'true', 'yes', 'all')
 
-    def _key_link(self, link, options, manifest, qkd_pairs, clients, classical_backend, default_policy):
-        link_id = link['link_id']
-        try:
-            policy = LinkPolicy.from_spec(link['policy']) if link.get('policy') else default_policy
-            kem_algorithm = link.get('kem_algorithm') or self.get_option('kem_algorithm')
-            wanted = dict(link_id=link_id, master_id=link['master'], slave_id=link['slave'], policy=policy.name,
-                          kem_algorithm=kem_algorithm, hash_algorithm=self.get_option('hash_algorithm'),
-                          size=self.get_option('key_length') * 8)
-            store_path = stored = None
-            if self.get_option('key_store'):
-                store_path = link_key_path(self.get_option('key_store'), link_id)
-                stored = read_link_key(store_path)
-                if not self._rotating(link_id) and reusable(stored, wanted, self.get_option('max_age')):
-                    return dict(public_record(stored), master=link['master'], slave=link['slave'], key=stored['key'],
-                                reused=True)
-            if self.get_option('store_only'):
-                raise LinkKeyingError('no usable key for link %s in key_store %s (store_only is set)'
-                                      % (link_id, self.get_option('key_store')))
-            kem_backend = select_backend(self.get_option('pqc_backend'), kem_algorithm)
-            use_qkd = link.get('qkd', True)
-            if use_qkd and qkd_pairs is not None:
-                kmes = frozenset(manifest['saes'].get(link[end], {}).get('kme_id') for end in ('master', 'slave'))
-                use_qkd = kmes in qkd_pairs
-            # Resolving both ends also checks that both SAEs are known, QKD or not.
-            master, slave = [self._client(clients, options, manifest, link[end], link[end + '_overrides'])
-                             for end in ('master', 'slave')]
-            link_key, alarms = key_controller_link(
-                link, policy, master, slave, kem_backend, classical_backend, kem_algorithm,
-                qkd_key_size=self.get_option('qkd_key_size'), hash_algorithm=self.get_option('hash_algorithm'),
-                length=self.get_option('key_length'), use_qkd=use_qkd)
-            record = link_key.public_facts()
-            record.update(kem_algorithm=kem_algorithm, key=link_key.key.hex(), created=int(time.time()), generation=1,
-                          alarms=list(record.get('alarms', ())) + alarms)
-            if store_path:
-                record = replace_link_key(store_path, record, stored)
-        except PolicyViolation as exc:
-            raise AnsibleLookupError(str(exc))  # it names the link already
-        except (KeyDeliveryError, PqcError, LinkKeyingError, LinkKeyStoreError, CombinerError, ValueError, OSError) as exc:
-            raise AnsibleLookupError('link %s: %s' % (link_id, getattr(exc, 'message', None) or exc))
+    def _plan(self, link, options, manifest, qkd_pairs, default_policy):
+        """What keying ``link`` takes, checked without any KME call."""
+        policy = LinkPolicy.from_spec(link['policy']) if link.get('policy') else default_policy
+        kem_algorithm = link.get('kem_algorithm') or self.get_option('kem_algorithm')
+        plan = dict(link=link, policy=policy, kem_algorithm=kem_algorithm,
+                    kem_backend=select_backend(self.get_option('pqc_backend'), kem_algorithm),
+                    wanted=dict(link_id=link['link_id'], master_id=link['master'], slave_id=link['slave'],
+                                policy=policy.name, kem_algorithm=kem_algorithm,
+                                hash_algorithm=self.get_option('hash_algorithm'), size=self.get_option('key_length') * 8),
+                    store_path=None, stored=None)
+        if self.get_option('key_store'):
+            plan['store_path'] = link_key_path(self.get_option('key_store'), link['link_id'])
+            plan['stored'] = read_link_key(plan['store_path'])
+        plan['reuse'] = bool(plan['stored']) and not self._rotating(link['link_id']) and \
+            reusable(plan['stored'], plan['wanted'], self.get_option('max_age'))
+        if not plan['reuse'] and self.get_option('store_only'):
+            raise LinkKeyingError('no usable key in key_store %s (store_only is set)' % self.get_option('key_store'))
+        use_qkd = link.get('qkd', True)
+        if use_qkd and qkd_pairs is not None:
+            kmes = frozenset(manifest['saes'].get(link[end], {}).get('kme_id') for end in ('master', 'slave'))
+            use_qkd = kmes in qkd_pairs
+        plan['use_qkd'] = use_qkd
+        # Resolving both ends also checks that both SAEs are known, QKD or not.
+        for end in ('master', 'slave'):
+            plan[end + '_settings'] = resolve_connection(options.with_overrides(link[end + '_overrides']),
+                                                         sae_id=link[end], manifest=manifest)
+        return plan
+
+    def _key(self, plan, options, manifest, clients, classical_backend):
+        link, stored = plan['link'], plan['stored']
+        if plan['reuse']:
+            return dict(public_record(stored), master=link['master'], slave=link['slave'], key=stored['key'], reused=True)
+        master, slave = [self._client(clients, plan[end + '_settings']) for end in ('master', 'slave')]
+        link_key, alarms = key_controller_link(
+            link, plan['policy'], master, slave, plan['kem_backend'], classical_backend, plan['kem_algorithm'],
+            qkd_key_size=self.get_option('qkd_key_size'), hash_algorithm=self.get_option('hash_algorithm'),
+            length=self.get_option('key_length'), use_qkd=plan['use_qkd'])
+        record = link_key.public_facts()
+        record.update(kem_algorithm=plan['kem_algorithm'], key=link_key.key.hex(), created=int(time.time()), generation=1,
+                      alarms=list(record.get('alarms', ())) + alarms)
+        if plan['store_path']:
+            record = replace_link_key(plan['store_path'], record, stored)
         for alarm in record['alarms']:
-            display.warning('hybrid_key: link %s: %s' % (link_id, alarm))
+            display.warning('hybrid_key: link %s: %s' % (link['link_id'], alarm))
         return dict(record, master=link['master'], slave=link['slave'], reused=False)

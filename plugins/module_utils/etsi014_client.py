@@ -33,6 +33,8 @@ import base64
 import binascii
 import json
 import os
+import re
+import ssl
 import time
 
 try:
@@ -65,8 +67,11 @@ _READ_RETRY_SAFE = {'status': True, 'enc_keys': False, 'dec_keys': False}
 
 
 def _describe_tls_error(exc, client_cert, ca_cert):
-    """Turn an SSL failure into a sentence that names the certificate at fault."""
-    text = str(exc)
+    """Turn an SSL failure into a sentence that names the certificate at fault.
+
+    Only the ssl module's own error text is quoted (OpenSSL reason strings); any other
+    exception is named by its class, as its text could come from the peer."""
+    text = str(exc) if isinstance(exc, ssl.SSLError) else _exception_name(exc)
     upper = text.upper()
     if 'CERTIFICATE_VERIFY_FAILED' in upper:
         return ("TLS handshake failed: the KME's server certificate does not verify against "
@@ -83,6 +88,25 @@ def _describe_tls_error(exc, client_cert, ca_cert):
         return ("cannot load the client certificate %s and its key: %s"
                 % (client_cert, _short(text)))
     return 'TLS failure: %s' % _short(text)
+
+
+def _exception_name(exc):
+    """Name an exception without its text: the text of protocol errors can hold what the peer
+    sent (http.client's BadStatusLine carries the line received), which may be key material."""
+    name = exc.__class__.__name__
+    errno = getattr(exc, 'errno', None)
+    if isinstance(errno, int):
+        return '%s, errno %d: %s' % (name, errno, getattr(exc, 'strerror', None) or '')
+    return name
+
+
+# ETSI GS QKD 014 key_IDs are UUIDs. Only UUIDs are echoed in messages: anything else a KME puts
+# there could be key material (a KME that swapped key and key_ID).
+_KEY_ID_SHAPE = re.compile(r'^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$')
+
+
+def _key_id_text(key_id):
+    return key_id if isinstance(key_id, str) and _KEY_ID_SHAPE.match(key_id) else '(not a UUID)'
 
 
 def _short(text, limit=300):
@@ -214,7 +238,8 @@ class Etsi014Client(KeyDeliveryClient):
         got = [key.key_id for key in keys]
         if sorted(got) != sorted(key_ids):
             raise self._protocol_error('dec_keys', 'asked for key_IDs %s, got %s'
-                                       % (', '.join(key_ids), ', '.join(got) or 'none'), consumed=True)
+                                       % (', '.join(key_ids), ', '.join(_key_id_text(k) for k in got) or 'none'),
+                                       consumed=True)
         by_id = dict((key.key_id, key) for key in keys)
         return [by_id[key_id] for key_id in key_ids]
 
@@ -255,9 +280,9 @@ class Etsi014Client(KeyDeliveryClient):
         if isinstance(exc, requests.exceptions.Timeout):
             kind, what = 'timeout', 'the KME did not answer within %s s' % self.timeout
         elif sent:
-            kind, what = 'timeout', 'the connection to the KME broke before its answer arrived (%s)' % _short(_root_cause(exc))
+            kind, what = 'timeout', 'the connection to the KME broke before its answer arrived (%s)' % _exception_name(_root_cause(exc))
         else:
-            kind, what = 'unreachable', 'cannot connect to the KME (%s)' % _short(_root_cause(exc))
+            kind, what = 'unreachable', 'cannot connect to the KME (%s)' % _exception_name(_root_cause(exc))
         message = 'ETSI 014 %s at %s: %s' % (operation, self.kme_url, what)
         if consumed:
             message += '; ' + _LOST_ANSWER[operation]
@@ -299,6 +324,9 @@ class Etsi014Client(KeyDeliveryClient):
             if not isinstance(entry, dict) or not isinstance(entry.get('key_ID'), str) \
                     or not isinstance(entry.get('key'), str) or not entry['key_ID']:
                 raise self._protocol_error(operation, 'keys[%d] lacks a string key_ID and key' % index,
+                                           consumed=consumed)
+            if not _KEY_ID_SHAPE.match(entry['key_ID']):
+                raise self._protocol_error(operation, 'keys[%d] has a key_ID that is not a UUID' % index,
                                            consumed=consumed)
             try:
                 key = base64.b64decode(entry['key'], validate=True)

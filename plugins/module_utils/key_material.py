@@ -44,6 +44,15 @@ def describe_keys(keys):
     return [dict(key_id=key.key_id, size=key.size, kcv=key_check_value(key.key)) for key in keys]
 
 
+def check_writable(path, option='dest'):
+    """Fail before any key is fetched when ``path`` cannot be written (its directory must exist)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise KeyDeliveryError('%s %s: directory %s does not exist' % (option, path, directory), kind='config')
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise KeyDeliveryError('%s %s: directory %s is not writable' % (option, path, directory), kind='config')
+
+
 def write_secret_file(path, data):
     """Write ``data`` (bytes) to ``path`` atomically with mode 0600."""
     directory = os.path.dirname(os.path.abspath(path))

@@ -21,9 +21,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
+import hmac
+
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.hybrid_combiner import Contribution, derive_link_key
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_policy import PolicyViolation
 
 QKD_ALGORITHM = 'QKD-%s'
+# Failures that mean "the QKD source cannot deliver now" (the policy decides); all others are raised.
+QKD_MISSING_KINDS = ('unavailable', 'unreachable', 'timeout')
 CLASSICAL_ALGORITHM = 'X25519'
 
 
@@ -37,8 +42,8 @@ def qkd_master_contribution(client, slave_sae_id, size):
     try:
         (key,) = client.get_new_keys(slave_sae_id, number=1, size=size)
     except KeyDeliveryError as exc:
-        if exc.kind == 'config':
-            raise
+        if exc.kind not in QKD_MISSING_KINDS or exc.consumed:
+            raise  # a wrong certificate, size or answer is an error to fix, not a missing source
         return None, 'QKD key unavailable: %s' % exc.message
     return Contribution('qkd', QKD_ALGORITHM % client.interface, key.key, b'', b'', (key.key_id,)), None
 
@@ -64,10 +69,17 @@ def kem_slave_contribution(source, backend, algorithm, private_key, public_key, 
     return Contribution(source, algorithm, secret, ciphertext, public_key, ())
 
 
-def derive(link, contributions, policy, hash_algorithm, length):
-    """The link key from the contributions present, as the policy allows."""
-    return derive_link_key(link['link_id'], link['master'], link['slave'], contributions, policy,
-                           length=length, hash_algorithm=hash_algorithm)
+def derive(link, contributions, policy, hash_algorithm, length, alarms=()):
+    """The link key from the contributions present, as the policy allows. A policy violation
+    carries the ``alarms`` that explain why a source is missing."""
+    try:
+        return derive_link_key(link['link_id'], link['master'], link['slave'], contributions, policy,
+                               length=length, hash_algorithm=hash_algorithm)
+    except PolicyViolation as exc:
+        if not alarms:
+            raise
+        raise PolicyViolation('%s (%s)' % (exc, '; '.join(alarms)), link_id=exc.link_id, policy=exc.policy,
+                              missing=exc.missing, present=exc.present)
 
 
 def key_controller_link(link, policy, master_client, slave_client, kem_backend, classical_backend,
@@ -97,9 +109,9 @@ def key_controller_link(link, policy, master_client, slave_client, kem_backend, 
             except KeyDeliveryError as exc:
                 raise LinkKeyingError('link %s: the slave %s could not get QKD key %s: %s' % (
                     link['link_id'], link['slave'], ', '.join(contribution.key_ids), exc.message))
-    master_key = derive(link, master_side, policy, hash_algorithm, length)
-    slave_key = derive(link, slave_side, policy, hash_algorithm, length)
-    if master_key.kcv != slave_key.kcv:
+    master_key = derive(link, master_side, policy, hash_algorithm, length, alarms)
+    slave_key = derive(link, slave_side, policy, hash_algorithm, length, alarms)
+    if not hmac.compare_digest(master_key.key, slave_key.key):
         raise LinkKeyingError('link %s: key confirmation failed: the master derived KCV %s, the slave %s; '
                               'the key is not used' % (link['link_id'], master_key.kcv, slave_key.kcv))
     return master_key, alarms

@@ -94,7 +94,9 @@ options:
     description: The master's X25519 ephemeral public key, base64 (C(slave)).
     type: str
   expected_kcv:
-    description: The master's key check value; the slave's must be equal (C(slave)).
+    description:
+      - The master's key check value (6 hex digits); the slave's must be equal, or the task fails
+        and writes nothing (C(slave), required then).
     type: str
   dest:
     description:
@@ -171,12 +173,15 @@ dest: {description: "The key file.", returned: always, type: str}
 
 import base64
 import binascii
-import os
+import hashlib
+import json
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.hybrid_combiner import CombinerError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import check_writable
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import (
     connection_argument_spec,
     module_client,
@@ -212,12 +217,21 @@ def b64_option(params, name):
     if value is None:
         return None
     try:
-        return base64.b64decode(value, validate=True)
+        return base64.b64decode(''.join(value.split()), validate=True)
     except (binascii.Error, ValueError):
         raise ModuleInputError('%s is not valid base64' % name)
 
 
-def master_half(module, link, policy, kem_backend, classical_backend):
+def master_inputs_fingerprint(params):
+    """A digest of everything the master's key depends on besides fresh randomness: a stored key
+    is reused only for the same inputs (another peer public key, policy or size re-keys)."""
+    fields = [params[name] for name in ('sae_id', 'peer_sae_id', 'peer_kem_public_key', 'peer_classical_public_key',
+                                        'kem_algorithm', 'hash_algorithm', 'key_length', 'qkd', 'qkd_key_size')]
+    fields.append(LinkPolicy.from_spec(params['policy']).name)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode('utf-8')).hexdigest()[:32]
+
+
+def master_half(module, kem_backend, classical_backend):
     params = module.params
     contributions, alarms, public = [], [], {}
     for source, backend, algorithm, option in (
@@ -256,7 +270,27 @@ def slave_half(module, kem_backend, classical_backend):
     if params['qkd'] and params['qkd_key_ids']:
         with module_client(module) as client:
             contributions.append(qkd_slave_contribution(client, params['peer_sae_id'], params['qkd_key_ids']))
-    return contributions, []
+    return contributions
+
+
+def check_inputs(params):
+    """Everything that can be checked before a QKD key is spent."""
+    if params['key_length'] < 32:
+        raise ModuleInputError('key_length must be at least 32 bytes (RFC 8784 PPKs need 256 bits), got %d' % params['key_length'])
+    if params['qkd_key_size'] < 128 or params['qkd_key_size'] % 8:
+        raise ModuleInputError('qkd_key_size must be a multiple of 8 and at least 128 bits, got %d' % params['qkd_key_size'])
+    if params['expected_kcv'] is not None and not KCV_SHAPE.match(params['expected_kcv']):
+        raise ModuleInputError('expected_kcv must be 6 hex digits, got %r' % params['expected_kcv'])
+    check_writable(params['dest'])
+
+
+def stored_key_fits(params, stored):
+    if not stored or stored.get('link_id') != params['link_id'] or stored.get('role') != params['role']:
+        return False
+    if params['role'] == 'master':
+        return not params['force'] and stored.get('inputs') == master_inputs_fingerprint(params)
+    return stored.get('kcv') == params['expected_kcv'].upper() and \
+        sorted(stored.get('qkd_key_ids') or []) == sorted(params['qkd_key_ids'] or [])
 
 
 def key_link(module):
@@ -267,38 +301,41 @@ def key_link(module):
         link = dict(link_id=params['link_id'], master=params['peer_sae_id'], slave=params['sae_id'])
     if not link['master'] or not link['slave']:
         raise ModuleInputError('sae_id is required: it names this end of the link')
+    check_inputs(params)
     stored = read_link_key(params['dest'])
     before = public_record(stored) if stored else None
     result = dict(changed=False, link_id=params['link_id'], dest=params['dest'])
-    if before and before.get('link_id') == params['link_id'] and before.get('role') == params['role'] and (
-            (params['role'] == 'master' and not params['force'])
-            or (params['role'] == 'slave' and before.get('kcv') == params['expected_kcv']
-                and sorted(before.get('qkd_key_ids') or []) == sorted(params['qkd_key_ids'] or []))):
+    if stored_key_fits(params, stored):
         result.update((name, value) for name, value in before.items() if name in RESULT_FIELDS)
         return result
     result['changed'] = True
     if module.check_mode:
         return result
-    directory = os.path.dirname(os.path.abspath(params['dest']))
-    if not os.path.isdir(directory):
-        raise ModuleInputError('dest %s: directory %s does not exist' % (params['dest'], directory))
 
     policy = LinkPolicy.from_spec(params['policy'])
     kem_backend = select_backend(params['pqc_backend'], params['kem_algorithm'])
     classical_backend = select_backend('auto', CLASSICAL_ALGORITHM)
     if params['role'] == 'master':
-        contributions, alarms, public = master_half(module, link, policy, kem_backend, classical_backend)
+        contributions, alarms, public = master_half(module, kem_backend, classical_backend)
     else:
-        (contributions, alarms), public = slave_half(module, kem_backend, classical_backend), {}
-    link_key = derive(link, contributions, policy, params['hash_algorithm'], params['key_length'])
-    if params['role'] == 'slave' and params['expected_kcv'] and link_key.kcv != params['expected_kcv'].upper():
+        contributions, alarms, public = slave_half(module, kem_backend, classical_backend), [], {}
+    link_key = derive(link, contributions, policy, params['hash_algorithm'], params['key_length'], alarms)
+    if params['role'] == 'slave' and link_key.kcv != params['expected_kcv'].upper():
         raise ModuleInputError(
             'key confirmation failed for link %s: the master has KCV %s, this slave derived %s. Nothing was '
-            'written. Causes: a tampered or wrong ciphertext, other key_IDs, another policy or algorithm on one '
-            'end, or swapped roles.' % (params['link_id'], params['expected_kcv'], link_key.kcv))
+            'written; the QKD key is spent, so re-run the master with force=true before the slave. Causes: a '
+            'tampered or wrong ciphertext, other key_IDs, another policy or algorithm on one end, or swapped roles.'
+            % (params['link_id'], params['expected_kcv'].upper(), link_key.kcv))
     facts = link_key.public_facts()
     facts.update(public, link_id=params['link_id'], role=params['role'], alarms=list(facts.get('alarms', ())) + alarms)
-    write_link_key(params['dest'], dict(facts, key=link_key.key.hex()))
+    if params['role'] == 'master':
+        facts['inputs'] = master_inputs_fingerprint(params)
+    try:
+        write_link_key(params['dest'], dict(facts, key=link_key.key.hex()))
+    except (OSError, KeyDeliveryError) as exc:
+        raise ModuleInputError('keyed the link (QKD key_IDs %s) but could not write dest %s: %s; the key is lost, '
+                               'key the link again' % (', '.join(facts.get('qkd_key_ids') or []) or 'none',
+                                                       params['dest'], getattr(exc, 'strerror', None) or exc))
     result.update((name, value) for name, value in facts.items() if name in RESULT_FIELDS)
     for alarm in result.get('alarms', ()):
         module.warn('link %s: %s' % (params['link_id'], alarm))
@@ -308,6 +345,7 @@ def key_link(module):
     return result
 
 
+KCV_SHAPE = re.compile(r'^[0-9A-Fa-f]{6}$')
 RESULT_FIELDS = ('ppk_id', 'kcv', 'sources', 'algorithms', 'qkd_key_ids', 'kem_ciphertext', 'classical_ciphertext',
                  'degraded', 'alarms')
 
@@ -336,7 +374,8 @@ def main():
         dest=dict(type='path', required=True),
         force=dict(type='bool', default=False),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_if=[('role', 'slave', ['expected_kcv'])])
     wrong = [name for name in (SLAVE_OPTIONS if module.params['role'] == 'master' else MASTER_OPTIONS)
              if module.params[name] is not None]
     if wrong:

@@ -169,12 +169,12 @@ kme_url:
 '''
 
 import base64
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import (
+    check_writable,
     describe_keys,
     read_key_bundle,
     write_key_bundle,
@@ -197,14 +197,6 @@ def bundle_matches(params, metadata, keys):
     return params['size'] is None or all(key.size == params['size'] for key in keys)
 
 
-def check_dest_writable(dest):
-    directory = os.path.dirname(os.path.abspath(dest))
-    if not os.path.isdir(directory):
-        raise KeyDeliveryError('dest %s: directory %s does not exist' % (dest, directory), kind='config')
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise KeyDeliveryError('dest %s: directory %s is not writable' % (dest, directory), kind='config')
-
-
 def get_keys(module):
     params = module.params
     dest = params['dest']
@@ -225,7 +217,7 @@ def get_keys(module):
             keys = None
         else:
             if dest:
-                check_dest_writable(dest)
+                check_writable(dest)
             if params['role'] == 'master':
                 keys = client.get_new_keys(params['peer_sae_id'], params['number'], params['size'])
             else:

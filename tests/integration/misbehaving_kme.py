@@ -25,7 +25,12 @@ BEHAVIOURS = {
     'http500': (500, 'text/plain', b'internal error'),
     'slow': (200, 'application/json', b'{}'),
     'drop': None,
+    # Key material where an error message might quote it:
+    'raw_keys': b'{"keys": [{"key_ID": "k1", "key": "U0VDUkVULUtFWS1CWVRFUy0wMTIzNDU2Nzg5YWJjZGVm"}]}\r\n\r\n',
+    'swapped_fields': (200, 'application/json',
+                       b'{"keys": [{"key_ID": "U0VDUkVULUtFWS1CWVRFUy0wMTIzNDU2Nzg5YWJjZGVm", "key": "not-base64-uuid"}]}'),
 }
+LEAKED_KEY = 'U0VDUkVULUtFWS1CWVRFUy0wMTIzNDU2Nzg5YWJjZGVm'
 
 
 def _write_pki(directory):
@@ -118,6 +123,10 @@ class MisbehavingKME(object):
             self.requests += 1
             answer = BEHAVIOURS[self.behaviour]
             if answer is None:
+                conn.close()
+                return
+            if isinstance(answer, bytes):  # not even HTTP: the bytes as they are
+                conn.sendall(answer)
                 conn.close()
                 return
             if self.behaviour == 'slow':

@@ -173,5 +173,5 @@ def test_store_only_never_derives(simulator, tmp_path):
     store.mkdir()
     rc, output, results = lookup_playbook(tmp_path, simulator, [dict(master='SAE-MAD-1', slave='SAE-MAD-3')],
                                           key_store=str(store), store_only=True)
-    assert rc != 0 and 'no usable key for link SAE-MAD-1--SAE-MAD-3' in output, output
+    assert rc != 0 and 'link SAE-MAD-1--SAE-MAD-3: no usable key in key_store' in output, output
     assert list(store.iterdir()) == []

@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import socket
+import ssl
 
 import pytest
 import requests
@@ -81,7 +82,7 @@ def test_session_ignores_environment_ca_bundles(client):
     ('EOF occurred in violation of protocol (_ssl.c:992)', 'most likely because it rejected the client certificate /c.pem'),
 ])
 def test_tls_failures_name_the_certificate_at_fault(text, expected):
-    assert expected in etsi014_client._describe_tls_error(Exception(text), '/c.pem', '/ca.pem')
+    assert expected in etsi014_client._describe_tls_error(ssl.SSLError(text), '/c.pem', '/ca.pem')
 
 
 def _wrapped(reason):
@@ -121,3 +122,15 @@ def test_kme_down_is_unreachable_and_consumed_nothing(tmp_path):
     # The certificate files are placeholders: depending on where it fails, this is 'tls'
     # (cannot load) or 'unreachable'; either way nothing can have been consumed.
     assert err.value.kind in ('unreachable', 'tls') and not err.value.consumed
+
+
+def test_peer_text_in_non_ssl_errors_is_never_quoted():
+    leaked = 'U0VDUkVULUtFWS1CWVRFUw=='
+    from http.client import BadStatusLine
+    assert leaked not in etsi014_client._describe_tls_error(BadStatusLine('{"key": "%s"} alert' % leaked), '/c', '/ca')
+    assert leaked not in etsi014_client._exception_name(BadStatusLine(leaked))
+
+
+def test_key_ids_are_echoed_only_when_they_look_like_identifiers():
+    assert etsi014_client._key_id_text('0b5c6c8e-5a43-4c0e-9a3e-0f1d1c2b3a49') == '0b5c6c8e-5a43-4c0e-9a3e-0f1d1c2b3a49'
+    assert etsi014_client._key_id_text('U0VDUkVU+/LUtFWS1CWVRFUw==') == '(not a UUID)'
