@@ -376,7 +376,10 @@ def main():
         module.fail_json(msg=exc.message, error_kind=exc.kind, **(dict(exception=exc.exception) if exc.exception else {}))
 
     result = dict(changed=False, algorithm=params['algorithm'], backend=backend.name)
-    dict(keypair=keypair, encapsulate=encapsulate, decapsulate=decapsulate)[operation](module, backend, result)
+    try:
+        dict(keypair=keypair, encapsulate=encapsulate, decapsulate=decapsulate)[operation](module, backend, result)
+    except PqcError as exc:  # a backend failure the operation did not expect: no traceback
+        module.fail_json(msg=exc.message, error_kind=exc.kind)
     module.exit_json(**result)
 
 
