@@ -131,7 +131,8 @@ def measure(endpoints, links, sites, workers):
     lookup_s = lookup_mesh(endpoints, links, workers)
     row = dict(sites=sites, links=len(links), workers=workers, lookup_s=lookup_s, crypto_s=crypto_s, io_s=io_s,
                lookup_links_per_s=len(links) / lookup_s, crypto_links_per_s=len(links) / crypto_s,
-               io_links_per_s=len(links) / io_s, ratio_to_floor=lookup_s / (crypto_s + io_s))
+               io_links_per_s=len(links) / io_s, ratio_to_floor=lookup_s / (crypto_s + io_s),
+               ratio_to_max_floor=lookup_s / max(crypto_s, io_s))
     common.note('%(sites)d sites, %(links)d links, %(workers)d workers: lookup %(lookup_links_per_s).0f links/s; '
                 'crypto floor %(crypto_links_per_s).0f links/s; ETSI 014 floor %(io_links_per_s).0f links/s; '
                 'lookup / (crypto + I/O) = %(ratio_to_floor).2f' % row)
@@ -175,18 +176,23 @@ def main():
         'run: the same cryptography in-process with no I/O, and the bare ETSI 014 round trips through the same',
         'client with the same number of workers. Each row starts a fresh simulator (cold TLS sessions included).',
         '',
-        '| sites | links | workers | lookup (s) | lookup links/s | crypto floor links/s | ETSI 014 floor links/s | lookup / (crypto + I/O) |',
-        '|---:|---:|---:|---:|---:|---:|---:|---:|',
+        '| sites | links | workers | lookup (s) | lookup links/s | crypto floor links/s | ETSI 014 floor links/s '
+        '| lookup / (crypto + I/O) | lookup / max(crypto, I/O) |',
+        '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ]
     for row in rows:
         lines.append('| %(sites)d | %(links)d | %(workers)d | %(lookup_s).2f | %(lookup_links_per_s).0f | '
-                     '%(crypto_links_per_s).0f | %(io_links_per_s).0f | %(ratio_to_floor).2f |' % row)
+                     '%(crypto_links_per_s).0f | %(io_links_per_s).0f | %(ratio_to_floor).2f | %(ratio_to_max_floor).2f |' % row)
     lines += [
         '',
         'Targets: >= %d links/s end to end: %s; within %.0fx of the floor: %s.' % (
             TARGET_LINKS_PER_S, 'met' if best['lookup_links_per_s'] >= TARGET_LINKS_PER_S else
             '**not met** (best %.0f links/s)' % best['lookup_links_per_s'], TARGET_FLOOR_RATIO,
-            'met' if all(row['ratio_to_floor'] <= TARGET_FLOOR_RATIO for row in rows) else '**not met**'),
+            'met' if all(row['ratio_to_max_floor'] <= TARGET_FLOOR_RATIO for row in rows) else '**not met**'),
+        '',
+        'The floor: with one worker, crypto and I/O run one after the other, so crypto + I/O is what the',
+        'lookup cannot beat; with more workers they can overlap, so the strict floor is the larger of the',
+        'two, and the target is judged against that (last column).',
         '',
         'Where the time goes: the lookup runs within about 1x of its floor, and the floor itself is',
         'bounded by the bare ETSI 014 round trips - two HTTPS requests per link, served by the',
