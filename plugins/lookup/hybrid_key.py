@@ -114,6 +114,12 @@ options:
     default: 0
     vars:
       - name: qsafe_key_max_age
+  dry_run:
+    description:
+      - Derive nothing and spend no QKD key; links without a usable stored key come back as
+        a dict with C(link_id), C(master), C(slave) and C(would_key=true), and no key. For check mode.
+    type: bool
+    default: false
   store_only:
     description:
       - Only read keys from I(key_store), never derive one; a link without a usable stored key fails.
@@ -183,6 +189,7 @@ _raw:
     reused: {description: "Whether the key came from I(key_store) unchanged (no key was consumed).", type: bool}
     generation: {description: "How many times the link has been keyed in I(key_store) (1 for its first key).", type: int}
     previous_ppk_id: {description: "PPK ID of the key this one replaced (rotation), if any.", type: str}
+    would_key: {description: "With I(dry_run), the link has no usable stored key and would be keyed.", type: bool}
 '''
 
 import os
@@ -364,6 +371,7 @@ class LookupModule(LookupBase):
             plan['stored'] = read_link_key(plan['store_path'])
         plan['reuse'] = bool(plan['stored']) and not self._rotating(link['link_id']) and \
             reusable(plan['stored'], plan['wanted'], self.get_option('max_age'))
+        plan['dry'] = not plan['reuse'] and self.get_option('dry_run')
         if not plan['reuse'] and self.get_option('store_only'):
             raise LinkKeyingError('no usable key in key_store %s (store_only is set)' % self.get_option('key_store'))
         use_qkd = link.get('qkd', True)
@@ -371,16 +379,19 @@ class LookupModule(LookupBase):
             kmes = frozenset(manifest['saes'].get(link[end], {}).get('kme_id') for end in ('master', 'slave'))
             use_qkd = kmes in qkd_pairs
         plan['use_qkd'] = use_qkd
-        # Resolving both ends also checks that both SAEs are known, QKD or not.
-        for end in ('master', 'slave'):
-            plan[end + '_settings'] = resolve_connection(options.with_overrides(link[end + '_overrides']),
-                                                         sae_id=link[end], manifest=manifest)
+        if not plan['reuse']:
+            # Resolving both ends also checks that both SAEs are known, QKD or not.
+            for end in ('master', 'slave'):
+                plan[end + '_settings'] = resolve_connection(options.with_overrides(link[end + '_overrides']),
+                                                             sae_id=link[end], manifest=manifest)
         return plan
 
     def _key(self, plan, options, manifest, clients, classical_backend):
         link, stored = plan['link'], plan['stored']
         if plan['reuse']:
             return dict(public_record(stored), master=link['master'], slave=link['slave'], key=stored['key'], reused=True)
+        if plan['dry']:
+            return dict(link_id=link['link_id'], master=link['master'], slave=link['slave'], would_key=True, reused=False)
         master, slave = [self._client(clients, plan[end + '_settings']) for end in ('master', 'slave')]
         link_key, alarms = key_controller_link(
             link, plan['policy'], master, slave, plan['kem_backend'], classical_backend, plan['kem_algorithm'],

@@ -1,0 +1,182 @@
+# -*- coding: utf-8 -*-
+# Copyright: qsafe.keyfabric contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The inventory model of a mesh roll-out: which links exist, which end is master, what each site gets.
+
+The inventory is ordinary Ansible inventory (docs/inventory.md): every site is a host of the
+group ``qsafe_sites`` with ``qsafe_site_*`` variables, and ``qsafe_mesh`` (group vars) says
+which links there are (an implied full mesh, or a list), their type (``ipsec`` or ``macsec``)
+and key policy. ``plan_mesh`` turns that into a public plan - no secrets - and fails early with
+a message naming the site and the field. ``site_ipsec_peers`` and ``site_macsec_links`` join a
+site's part of the plan with the link secrets (from the key store) into what the roles take.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import itertools
+
+PLATFORMS = ('ios_xe', 'junos', 'linux')
+LINK_TYPES = ('ipsec', 'macsec')
+# Which link types each platform's roles render.
+PLATFORM_LINK_TYPES = {'ios_xe': ('ipsec', 'macsec'), 'junos': ('macsec',), 'linux': ('ipsec', 'macsec')}
+SITE_FIELDS = ('qsafe_site_platform', 'qsafe_site_sae_id', 'qsafe_site_underlay_ip', 'qsafe_site_tunnel_ip')
+MESH_FIELDS = ('links', 'link_defaults', 'link_overrides', 'name', 'nhrp_network_id', 'tunnel_mask', 'cipher_suite')
+LINK_FIELDS = ('sites', 'type', 'policy', 'kem_algorithm', 'qkd')
+# The fields of a planned link that the hybrid_key lookup takes.
+KEYING_FIELDS = ('link_id', 'master', 'slave', 'policy', 'kem_algorithm', 'qkd')
+
+
+class MeshInventoryError(ValueError):
+    """The inventory does not describe a valid mesh; the message names the site and the field."""
+
+
+def _ip(site, field, value):
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise MeshInventoryError('site %s: %s is not an IP address: %r' % (site, field, value))
+
+
+def _site(name, hostvars):
+    missing = [field for field in SITE_FIELDS if not hostvars.get(field)]
+    if missing:
+        raise MeshInventoryError('site %s: missing %s' % (name, ', '.join(missing)))
+    platform = hostvars['qsafe_site_platform']
+    if platform not in PLATFORMS:
+        raise MeshInventoryError('site %s: qsafe_site_platform must be one of %s, got %r' % (name, ', '.join(PLATFORMS), platform))
+    site = dict(name=name, platform=platform, sae_id=hostvars['qsafe_site_sae_id'],
+                underlay_ip=_ip(name, 'qsafe_site_underlay_ip', hostvars['qsafe_site_underlay_ip']),
+                tunnel_ip=_ip(name, 'qsafe_site_tunnel_ip', hostvars['qsafe_site_tunnel_ip']),
+                dmvpn_role=hostvars.get('qsafe_site_dmvpn_role', 'spoke'),
+                macsec_interfaces=dict(hostvars.get('qsafe_site_macsec_interfaces') or {}))
+    if site['dmvpn_role'] not in ('hub', 'spoke'):
+        raise MeshInventoryError('site %s: qsafe_site_dmvpn_role must be hub or spoke, got %r' % (name, site['dmvpn_role']))
+    return site
+
+
+def _pair_key(sites, where):
+    if not isinstance(sites, (list, tuple)) or len(sites) != 2 or sites[0] == sites[1]:
+        raise MeshInventoryError('%s: sites must name two different sites, got %r' % (where, sites))
+    return tuple(sorted(sites))
+
+
+def plan_mesh(site_names, hostvars, mesh):
+    """The public plan of a mesh: ``{'name', 'sites': {name: site}, 'links': [link, ...]}``.
+
+    A link is ``{link_id, sites: [a, b], master_site, slave_site, master, slave (SAE IDs), type,
+    policy, kem_algorithm?, qkd?}``; the master is the site whose name sorts first, so every run
+    and both ends agree without coordination.
+    """
+    mesh = dict(mesh or {})
+    unknown = sorted(set(mesh) - set(MESH_FIELDS))
+    if unknown:
+        raise MeshInventoryError('qsafe_mesh: unknown field %s (known: %s)' % (', '.join(unknown), ', '.join(MESH_FIELDS)))
+    sites = dict((name, _site(name, hostvars.get(name) or {})) for name in sorted(site_names))
+    if len(sites) < 2:
+        raise MeshInventoryError('qsafe_sites: a mesh needs at least two sites, got %d' % len(sites))
+    for field in ('sae_id', 'underlay_ip', 'tunnel_ip'):
+        seen = {}
+        for site in sites.values():
+            if site[field] in seen:
+                raise MeshInventoryError('sites %s and %s have the same qsafe_site_%s %s'
+                                         % (seen[site[field]], site['name'], field, site[field]))
+            seen[site[field]] = site['name']
+
+    defaults = dict(type='ipsec', policy='qkd+pqc')
+    defaults.update(mesh.get('link_defaults') or {})
+    listed = mesh.get('links', 'full')
+    if listed == 'full':
+        pairs = dict((pair, {}) for pair in itertools.combinations(sorted(sites), 2))
+    elif isinstance(listed, list):
+        pairs = {}
+        for index, link in enumerate(listed):
+            where = 'qsafe_mesh.links[%d]' % index
+            pair = _pair_key((link or {}).get('sites'), where)
+            if pair in pairs:
+                raise MeshInventoryError('%s: the link %s--%s is listed twice' % (where, pair[0], pair[1]))
+            pairs[pair] = link
+    else:
+        raise MeshInventoryError('qsafe_mesh.links must be "full" or a list of links, got %r' % (listed,))
+    for index, override in enumerate(mesh.get('link_overrides') or []):
+        where = 'qsafe_mesh.link_overrides[%d]' % index
+        pair = _pair_key((override or {}).get('sites'), where)
+        if pair not in pairs:
+            raise MeshInventoryError('%s: %s--%s is not a link of the mesh' % (where, pair[0], pair[1]))
+        pairs[pair] = dict(pairs[pair], **override)
+
+    links = []
+    for (first, second), spec in sorted(pairs.items()):
+        link_id = '%s--%s' % (first, second)
+        for name in (first, second):
+            if name not in sites:
+                raise MeshInventoryError('link %s: %s is not a host of qsafe_sites' % (link_id, name))
+        unknown = sorted(set(spec) - set(LINK_FIELDS))
+        if unknown:
+            raise MeshInventoryError('link %s: unknown field %s (known: %s)' % (link_id, ', '.join(unknown), ', '.join(LINK_FIELDS)))
+        link = dict(defaults, **dict((k, v) for k, v in spec.items() if k != 'sites'))
+        if link['type'] not in LINK_TYPES:
+            raise MeshInventoryError('link %s: type must be ipsec or macsec, got %r' % (link_id, link['type']))
+        for name in (first, second):
+            site = sites[name]
+            if link['type'] not in PLATFORM_LINK_TYPES[site['platform']]:
+                raise MeshInventoryError('link %s: site %s (%s) cannot terminate %s links'
+                                         % (link_id, name, site['platform'], link['type']))
+            if link['type'] == 'macsec' and not site['macsec_interfaces'].get(first if name == second else second):
+                raise MeshInventoryError('link %s: site %s has no qsafe_site_macsec_interfaces entry for %s'
+                                         % (link_id, name, first if name == second else second))
+        link.update(link_id=link_id, sites=[first, second], master_site=first, slave_site=second,
+                    master=sites[first]['sae_id'], slave=sites[second]['sae_id'])
+        links.append(link)
+    keying = [dict((k, link[k]) for k in KEYING_FIELDS if k in link) for link in links]
+    return dict(name=mesh.get('name', 'qsafe-mesh'), sites=sites, links=links, keying=keying,
+                hubs=[dict(name=site['name'], tunnel_ip=site['tunnel_ip'], underlay_ip=site['underlay_ip'])
+                      for site in sites.values() if site['platform'] == 'ios_xe' and site['dmvpn_role'] == 'hub'],
+                nhrp_network_id=mesh.get('nhrp_network_id', 100), tunnel_mask=mesh.get('tunnel_mask', '255.255.255.0'),
+                cipher_suite=mesh.get('cipher_suite', 'gcm-aes-xpn-256'))
+
+
+def site_config(plan, site, secrets):
+    """What the roles of ``site`` take: its IPsec peers and its MACsec links, with their secrets."""
+    if site not in plan['sites']:
+        raise MeshInventoryError('%s is not a site of the plan' % site)
+    return dict(site=plan['sites'][site], ipsec_peers=site_ipsec_peers(plan, site, secrets),
+                macsec_links=site_macsec_links(plan, site, secrets),
+                link_ids=[link['link_id'] for link in plan['links'] if site in link['sites']])
+
+
+def _secrets_for(link_id, secrets):
+    for entry in secrets:
+        if entry.get('link_id') == link_id:
+            return entry
+    raise MeshInventoryError('no key for link %s' % link_id)
+
+
+def site_ipsec_peers(plan, site, secrets):
+    """The IPsec peers of ``site``: addresses from the plan, PPK and PSK from ``secrets`` (link_secrets results)."""
+    peers = []
+    for link in plan['links']:
+        if link['type'] != 'ipsec' or site not in link['sites']:
+            continue
+        peer = plan['sites'][link['sites'][1] if link['sites'][0] == site else link['sites'][0]]
+        entry = _secrets_for(link['link_id'], secrets)
+        peers.append(dict(name=peer['name'], link_id=link['link_id'], underlay_ip=peer['underlay_ip'],
+                          tunnel_ip=peer['tunnel_ip'], ppk_id=entry['ppk_id'], ppk_hex=entry['ppk_hex'],
+                          ike_psk_hex=entry['ike_psk_hex'], initiator=link['master_site'] == site))
+    return peers
+
+
+def site_macsec_links(plan, site, secrets):
+    """The MACsec links of ``site``: its interface towards each peer, CKN and CAK from ``secrets``."""
+    links = []
+    for link in plan['links']:
+        if link['type'] != 'macsec' or site not in link['sites']:
+            continue
+        peer = link['sites'][1] if link['sites'][0] == site else link['sites'][0]
+        entry = _secrets_for(link['link_id'], secrets)
+        links.append(dict(link_id=link['link_id'], peer=peer, interface=plan['sites'][site]['macsec_interfaces'][peer],
+                          ckn_hex=entry['macsec_ckn_hex'], cak_hex=entry['macsec_cak_hex'],
+                          cipher_suite=plan['cipher_suite']))
+    return links
