@@ -19,7 +19,7 @@ import ipaddress
 import itertools
 
 PLATFORMS = ('ios_xe', 'junos', 'linux')
-LINK_TYPES = ('ipsec', 'macsec')
+LINK_TYPES = ('ipsec', 'macsec', 'ipsec+macsec')  # ipsec+macsec: both, each with its own secret
 # Which link types each platform's roles render.
 PLATFORM_LINK_TYPES = {'ios_xe': ('ipsec', 'macsec'), 'junos': ('macsec',), 'linux': ('ipsec', 'macsec')}
 SITE_FIELDS = ('qsafe_site_platform', 'qsafe_site_sae_id', 'qsafe_site_underlay_ip', 'qsafe_site_tunnel_ip')
@@ -27,6 +27,11 @@ MESH_FIELDS = ('links', 'link_defaults', 'link_overrides', 'name', 'nhrp_network
 LINK_FIELDS = ('sites', 'type', 'policy', 'kem_algorithm', 'qkd')
 # The fields of a planned link that the hybrid_key lookup takes.
 KEYING_FIELDS = ('link_id', 'master', 'slave', 'policy', 'kem_algorithm', 'qkd')
+
+
+def carries(link, kind):
+    """Whether ``link`` is (also) of ``kind`` (ipsec or macsec)."""
+    return kind in link['type'].split('+')
 
 
 class MeshInventoryError(ValueError):
@@ -118,13 +123,14 @@ def plan_mesh(site_names, hostvars, mesh):
             raise MeshInventoryError('link %s: unknown field %s (known: %s)' % (link_id, ', '.join(unknown), ', '.join(LINK_FIELDS)))
         link = dict(defaults, **dict((k, v) for k, v in spec.items() if k != 'sites'))
         if link['type'] not in LINK_TYPES:
-            raise MeshInventoryError('link %s: type must be ipsec or macsec, got %r' % (link_id, link['type']))
+            raise MeshInventoryError('link %s: type must be one of %s, got %r' % (link_id, ', '.join(LINK_TYPES), link['type']))
         for name in (first, second):
             site = sites[name]
-            if link['type'] not in PLATFORM_LINK_TYPES[site['platform']]:
-                raise MeshInventoryError('link %s: site %s (%s) cannot terminate %s links'
-                                         % (link_id, name, site['platform'], link['type']))
-            if link['type'] == 'macsec' and not site['macsec_interfaces'].get(first if name == second else second):
+            for kind in link['type'].split('+'):
+                if kind not in PLATFORM_LINK_TYPES[site['platform']]:
+                    raise MeshInventoryError('link %s: site %s (%s) cannot terminate %s links'
+                                             % (link_id, name, site['platform'], kind))
+            if carries(link, 'macsec') and not site['macsec_interfaces'].get(first if name == second else second):
                 raise MeshInventoryError('link %s: site %s has no qsafe_site_macsec_interfaces entry for %s'
                                          % (link_id, name, first if name == second else second))
         link.update(link_id=link_id, sites=[first, second], master_site=first, slave_site=second,
@@ -158,7 +164,7 @@ def site_ipsec_peers(plan, site, secrets):
     """The IPsec peers of ``site``: addresses from the plan, PPK and PSK from ``secrets`` (link_secrets results)."""
     peers = []
     for link in plan['links']:
-        if link['type'] != 'ipsec' or site not in link['sites']:
+        if not carries(link, 'ipsec') or site not in link['sites']:
             continue
         peer = plan['sites'][link['sites'][1] if link['sites'][0] == site else link['sites'][0]]
         entry = _secrets_for(link['link_id'], secrets)
@@ -172,7 +178,7 @@ def site_macsec_links(plan, site, secrets):
     """The MACsec links of ``site``: its interface towards each peer, CKN and CAK from ``secrets``."""
     links = []
     for link in plan['links']:
-        if link['type'] != 'macsec' or site not in link['sites']:
+        if not carries(link, 'macsec') or site not in link['sites']:
             continue
         peer = link['sites'][1] if link['sites'][0] == site else link['sites'][0]
         entry = _secrets_for(link['link_id'], secrets)

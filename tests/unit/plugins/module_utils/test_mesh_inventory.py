@@ -67,7 +67,7 @@ def test_bad_sites_are_named(change, problem):
     (dict(links=[dict(sites=['a', 'b']), dict(sites=['b', 'a'])]), ('a', 'b'), 'listed twice'),
     (dict(links=[dict(sites=['a', 'z'])]), ('a', 'b'), 'z is not a host of qsafe_sites'),
     (dict(link_overrides=[dict(sites=['a', 'z'])]), ('a', 'b'), 'a--z is not a link of the mesh'),
-    (dict(link_defaults=dict(type='vxlan')), ('a', 'b'), 'type must be ipsec or macsec'),
+    (dict(link_defaults=dict(type='vxlan')), ('a', 'b'), 'type must be one of ipsec, macsec, ipsec+macsec'),
     (dict(colour='red'), ('a', 'b'), 'qsafe_mesh: unknown field colour'),
     (dict(links=[dict(sites=['a', 'b'], colour='red')]), ('a', 'b'), 'link a--b: unknown field colour'),
     (dict(), ('a', 'd'), 'site d (junos) cannot terminate ipsec links'),
@@ -95,3 +95,12 @@ def test_site_config_joins_the_plan_with_the_secrets():
     with pytest.raises(MeshInventoryError) as err:
         site_config(result, 'a', secrets[1:])
     assert 'no key for link a--b' in str(err.value)
+
+
+def test_a_link_can_carry_ipsec_and_macsec_each_with_its_own_secret():
+    result = plan(link_overrides=[dict(sites=['a', 'b'], type='ipsec+macsec')])
+    secrets = [dict(link_id=link_id, ppk_id='qkf-%d' % n, ppk_hex='11' * 32, ike_psk_hex='22' * 32,
+                    macsec_ckn_hex='33' * 32, macsec_cak_hex='44' * 32) for n, link_id in enumerate(('a--b', 'a--c', 'b--c'))]
+    config = site_config(result, 'b', secrets)
+    assert [peer['name'] for peer in config['ipsec_peers']] == ['a', 'c']
+    assert [link['peer'] for link in config['macsec_links']] == ['a']
