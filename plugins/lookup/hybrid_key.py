@@ -123,6 +123,7 @@ options:
   store_only:
     description:
       - Only read keys from I(key_store), never derive one; a link without a usable stored key fails.
+        I(rotate) and I(max_age) do not apply.
       - For plays that render configurations after the keys were made in an earlier play.
     type: bool
     default: false
@@ -369,10 +370,12 @@ class LookupModule(LookupBase):
         if self.get_option('key_store'):
             plan['store_path'] = link_key_path(self.get_option('key_store'), link['link_id'])
             plan['stored'] = read_link_key(plan['store_path'])
-        plan['reuse'] = bool(plan['stored']) and not self._rotating(link['link_id']) and \
-            reusable(plan['stored'], plan['wanted'], self.get_option('max_age'))
+        # store_only reads the keys an earlier call made, so rotation and age do not apply to it.
+        store_only = self.get_option('store_only')
+        plan['reuse'] = bool(plan['stored']) and (store_only or not self._rotating(link['link_id'])) and \
+            reusable(plan['stored'], plan['wanted'], 0 if store_only else self.get_option('max_age'))
         plan['dry'] = not plan['reuse'] and self.get_option('dry_run')
-        if not plan['reuse'] and self.get_option('store_only'):
+        if not plan['reuse'] and store_only:
             raise LinkKeyingError('no usable key in key_store %s (store_only is set)' % self.get_option('key_store'))
         use_qkd = link.get('qkd', True)
         if use_qkd and qkd_pairs is not None:

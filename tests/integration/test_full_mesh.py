@@ -1,0 +1,167 @@
+"""playbooks/full_mesh.yml on the paper's five sites: render, idempotence, GitOps changes, secrets."""
+
+import json
+import os
+import re
+import shutil
+
+import pytest
+
+from conftest import REPO_ROOT
+from test_playbooks import ansible_playbook, key_spellings
+
+PLAYBOOK = os.path.join(REPO_ROOT, 'playbooks', 'full_mesh.yml')
+PAPER = os.path.join(REPO_ROOT, 'playbooks', 'inventories', 'paper')
+
+
+@pytest.fixture
+def mesh(simulator, tmp_path):
+    """A copy of the paper inventory, a key store and an output directory."""
+    inventory = tmp_path / 'inventory'
+    shutil.copytree(PAPER, str(inventory))
+    return dict(inventory=inventory, store=tmp_path / 'store', out=tmp_path / 'out', simulator=simulator)
+
+
+def run(mesh, *args, **extra):
+    extra_vars = dict(qsafe_endpoints_file=mesh['simulator']['endpoints_file'], qsafe_key_store=str(mesh['store']),
+                      qsafe_output_dir=str(mesh['out']))
+    extra_vars.update(extra)
+    return ansible_playbook(PLAYBOOK, '-i', str(mesh['inventory']), '-e', json.dumps(extra_vars), *args)
+
+
+def keyed_now(output):
+    match = re.search(r'"keyed_now": \[(.*?)\]', output, re.S)
+    assert match, output
+    return sorted(re.findall(r'"([^"]+)"', match.group(1)))
+
+
+def rendered(mesh):
+    files = {}
+    for root, dirs, names in os.walk(str(mesh['out'])):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path) as handle:
+                files[os.path.relpath(path, str(mesh['out']))] = handle.read()
+    return files
+
+
+def stored_keys(mesh):
+    return dict((name, json.loads((mesh['store'] / name).read_text())['key'])
+                for name in sorted(os.listdir(str(mesh['store']))) if not name.endswith('.previous.json'))
+
+
+def test_five_sites_render_and_no_key_byte_is_shown(mesh):
+    rc, output = run(mesh, '-vvvv', '--diff')
+    assert rc == 0, output
+    assert keyed_now(output) == ['mad-1--mad-2', 'mad-1--mad-3', 'mad-1--mex-1', 'mad-1--nsp-1', 'mad-2--mad-3',
+                                 'mad-2--mex-1', 'mad-2--nsp-1', 'mad-3--mex-1', 'mad-3--nsp-1', 'mex-1--nsp-1']
+    files = rendered(mesh)
+    assert sorted(set(path.split(os.sep)[0] for path in files)) == ['mad-1', 'mad-2', 'mad-3', 'mex-1', 'nsp-1']
+    for key in stored_keys(mesh).values():
+        for spelling in key_spellings(bytes.fromhex(key)):
+            assert spelling not in output
+    from ansible_collections.qsafe.keyfabric.plugins.filter.link_secrets import link_secrets
+    for name in os.listdir(str(mesh['store'])):
+        record = json.loads((mesh['store'] / name).read_text())
+        secrets = link_secrets(record)
+        for secret in (secrets['ppk_hex'], secrets['ike_psk_hex'], secrets['macsec_cak_hex']):
+            assert secret not in output and secret.upper() not in output
+        # both ends' configurations carry the link's PPK ID
+        ends = record['link_id'].split('--')
+        assert all(any(secrets['ppk_id'] in text or secrets['macsec_ckn_hex'] in text.lower()
+                       for path, text in files.items() if path.startswith(end + os.sep)) for end in ends), record['link_id']
+
+
+def test_second_run_changes_nothing_and_spends_no_key(mesh):
+    assert run(mesh)[0] == 0
+    before, keys = rendered(mesh), stored_keys(mesh)
+    rc, output = run(mesh)
+    assert rc == 0, output
+    assert keyed_now(output) == []
+    assert re.search(r'localhost\s*:\s*ok=\d+\s+changed=0', output), output
+    for site in ('mad-1', 'mad-2', 'mad-3', 'nsp-1', 'mex-1'):
+        assert re.search(r'%s\s*:\s*ok=\d+\s+changed=0' % site, output), output
+    assert rendered(mesh) == before and stored_keys(mesh) == keys
+
+
+@pytest.fixture
+def five_plus_one(tmp_path):
+    """The simulator's default network plus a sixth site, MAD-4, that has no QKD link."""
+    import yaml
+    from qkdsim.process import SimulatorProcess
+    with open(os.path.join(REPO_ROOT, 'qkdsim', 'default_topology.yml')) as handle:
+        topology = yaml.safe_load(handle)
+    topology['sites'].append(dict(id='MAD-4', name='Madrid campus D', location='Madrid, ES'))
+    path = tmp_path / 'six.yml'
+    path.write_text(yaml.safe_dump(topology))
+    process = SimulatorProcess(tmp_path / 'sim6', topology=path)
+    yield dict(process.endpoints, endpoints_file=str(process.endpoints_file))
+    assert process.stop() == 0
+
+
+def test_adding_and_removing_a_site_touches_only_what_it_must(mesh, five_plus_one):
+    mesh['simulator'] = five_plus_one
+    assert run(mesh)[0] == 0
+    keys = stored_keys(mesh)
+    hosts = (mesh['inventory'] / 'hosts.yml').read_text()
+    added = hosts.replace('        mex-1:', '''        mad-4:
+          qsafe_site_platform: linux
+          qsafe_site_sae_id: SAE-MAD-4
+          qsafe_site_underlay_ip: 198.51.100.14
+          qsafe_site_tunnel_ip: 100.64.0.6
+        mex-1:''')
+    (mesh['inventory'] / 'hosts.yml').write_text(added)
+    # MAD-4 is no site of the simulator's default network: its links need no QKD (pqc policy).
+    group_vars = mesh['inventory'] / 'group_vars' / 'all.yml'
+    mesh_vars = group_vars.read_text()
+    group_vars.write_text(mesh_vars + ''.join(
+        '    - {sites: [%s, mad-4], policy: pqc}\n' % site for site in ('mad-1', 'mad-2', 'mad-3')) +
+        '    - {sites: [mad-4, mex-1], policy: pqc}\n    - {sites: [mad-4, nsp-1], policy: pqc}\n')
+    rc, output = run(mesh)
+    assert rc == 0, output
+    assert keyed_now(output) == ['mad-1--mad-4', 'mad-2--mad-4', 'mad-3--mad-4', 'mad-4--mex-1', 'mad-4--nsp-1']
+    new_keys = stored_keys(mesh)
+    assert all(new_keys[name] == key for name, key in keys.items())
+
+    (mesh['inventory'] / 'hosts.yml').write_text(hosts)
+    group_vars.write_text(mesh_vars)
+    rc, output = run(mesh)
+    assert rc == 0, output
+    assert keyed_now(output) == [] and stored_keys(mesh) == keys
+    others = dict((path, text) for path, text in rendered(mesh).items() if not path.startswith('mad-4' + os.sep))
+    assert others and not any('mad-4' in text or '198.51.100.14' in text for text in others.values())
+
+
+def test_rotation_rekeys_only_the_links_named(mesh):
+    assert run(mesh)[0] == 0
+    keys = stored_keys(mesh)
+    rc, output = run(mesh, qsafe_rotate=['mad-1--mad-3'])
+    assert rc == 0, output
+    assert keyed_now(output) == ['mad-1--mad-3']
+    after = stored_keys(mesh)
+    assert after['mad-1--mad-3.json'] != keys['mad-1--mad-3.json']
+    assert all(after[name] == key for name, key in keys.items() if name != 'mad-1--mad-3.json')
+    assert (mesh['store'] / 'mad-1--mad-3.previous.json').exists()
+
+
+def test_check_mode_spends_no_key_and_writes_nothing(mesh):
+    rc, output = run(mesh, '--check')
+    assert rc == 0, output
+    assert not mesh['out'].exists() or rendered(mesh) == {}
+    assert list(mesh['store'].iterdir()) == []
+    assert '"would_key": [' in output
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda text: text.replace('          qsafe_site_sae_id: SAE-MAD-3\n', ''), 'mad-3'),
+    (lambda text: text.replace('qsafe_site_tunnel_ip: 100.64.0.5', 'qsafe_site_tunnel_ip: 100.64.0.1'),
+     'have the same qsafe_site_tunnel_ip'),
+    (lambda text: text.replace('qsafe_site_platform: linux', 'qsafe_site_platform: vyos', 1), 'qsafe_site_platform'),
+])
+def test_wrong_inventory_fails_early_naming_site_and_field(mesh, edit, message):
+    hosts = mesh['inventory'] / 'hosts.yml'
+    hosts.write_text(edit(hosts.read_text()))
+    rc, output = run(mesh)
+    assert rc != 0 and message in output, output
+    assert not mesh['store'].exists() or list(mesh['store'].iterdir()) == []
+    assert 'Traceback' not in output
