@@ -85,7 +85,7 @@ if [ $$rc -eq 5 ]; then echo "$(2): WARNING: pytest collected no tests under $(1
 exit $$rc
 endef
 
-.PHONY: help venv .venv requirements-freeze collection ansible-test-cache shellcheck-tool sanity units \
+.PHONY: help venv .venv requirements-freeze collection ansible-test-cache shellcheck-tool integration-packages sanity units \
 	sim-tests integration changelog-lint build test demo bench clean distclean
 
 help:
@@ -165,7 +165,14 @@ units: $(VENV_STAMP) collection
 sim-tests: $(VENV_STAMP)
 	@$(call run_pytest,tests/qkdsim,sim-tests)
 
-integration: $(VENV_STAMP) collection
+# Real daemons and parsers the integration tests drive: strongSwan's charon and swanctl (the
+# strongswan_site role's configs are loaded into a real charon), wpa_supplicant (checks MACsec MKA files).
+INTEGRATION_DEBS := strongswan-charon strongswan-swanctl libcharon-extra-plugins wpasupplicant
+integration-packages:
+	@missing=""; for pkg in $(INTEGRATION_DEBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then echo "integration: installing$$missing (apt)"; $(call apt_install,$$missing); fi
+
+integration: $(VENV_STAMP) collection integration-packages
 	@$(call run_pytest,tests/integration,integration)
 
 changelog-lint: $(VENV_STAMP)

@@ -19,6 +19,7 @@ import ipaddress
 import itertools
 
 PLATFORMS = ('ios_xe', 'junos', 'linux')
+DEFAULT_CIPHER_SUITE = 'gcm-aes-xpn-256'
 LINK_TYPES = ('ipsec', 'macsec', 'ipsec+macsec')  # ipsec+macsec: both, each with its own secret
 # Which link types each platform's roles render.
 PLATFORM_LINK_TYPES = {'ios_xe': ('ipsec', 'macsec'), 'junos': ('macsec',), 'linux': ('ipsec', 'macsec')}
@@ -130,6 +131,10 @@ def plan_mesh(site_names, hostvars, mesh):
                 if kind not in PLATFORM_LINK_TYPES[site['platform']]:
                     raise MeshInventoryError('link %s: site %s (%s) cannot terminate %s links'
                                              % (link_id, name, site['platform'], kind))
+            if carries(link, 'macsec') and site['platform'] == 'linux' and 'xpn' in mesh.get('cipher_suite', DEFAULT_CIPHER_SUITE):
+                raise MeshInventoryError('link %s: site %s (linux, wpa_supplicant) cannot run the XPN suite %s; set '
+                                         'qsafe_mesh.cipher_suite to gcm-aes-128 or gcm-aes-256'
+                                         % (link_id, name, mesh.get('cipher_suite', DEFAULT_CIPHER_SUITE)))
             if carries(link, 'macsec') and not site['macsec_interfaces'].get(first if name == second else second):
                 raise MeshInventoryError('link %s: site %s has no qsafe_site_macsec_interfaces entry for %s'
                                          % (link_id, name, first if name == second else second))
@@ -141,7 +146,7 @@ def plan_mesh(site_names, hostvars, mesh):
                 hubs=[dict(name=site['name'], tunnel_ip=site['tunnel_ip'], underlay_ip=site['underlay_ip'])
                       for site in sites.values() if site['platform'] == 'ios_xe' and site['dmvpn_role'] == 'hub'],
                 nhrp_network_id=mesh.get('nhrp_network_id', 100), tunnel_mask=mesh.get('tunnel_mask', '255.255.255.0'),
-                cipher_suite=mesh.get('cipher_suite', 'gcm-aes-xpn-256'))
+                cipher_suite=mesh.get('cipher_suite', DEFAULT_CIPHER_SUITE))
 
 
 def site_config(plan, site, secrets):

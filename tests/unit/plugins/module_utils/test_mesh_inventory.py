@@ -104,3 +104,13 @@ def test_a_link_can_carry_ipsec_and_macsec_each_with_its_own_secret():
     config = site_config(result, 'b', secrets)
     assert [peer['name'] for peer in config['ipsec_peers']] == ['a', 'c']
     assert [link['peer'] for link in config['macsec_links']] == ['a']
+
+
+def test_linux_macsec_needs_a_suite_wpa_supplicant_has():
+    hostvars = copy.deepcopy(SITES)
+    hostvars['c']['qsafe_site_macsec_interfaces'] = {'a': 'eth1'}
+    hostvars['a']['qsafe_site_macsec_interfaces']['c'] = 'Te0/0/2'
+    with pytest.raises(MeshInventoryError) as err:
+        plan(sites=('a', 'c'), hostvars=hostvars, link_defaults=dict(type='macsec'))
+    assert 'site c (linux, wpa_supplicant) cannot run the XPN suite' in str(err.value)
+    assert plan(sites=('a', 'c'), hostvars=hostvars, link_defaults=dict(type='macsec'), cipher_suite='gcm-aes-256')['links']
