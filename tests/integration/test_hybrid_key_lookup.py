@@ -6,7 +6,10 @@ import os
 
 import pytest
 
+from conftest import enc_keys_served
 from test_playbooks import ansible_playbook
+from test_etsi014_client_live import client_for
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
 
 MADRID = ['SAE-MAD-1', 'SAE-MAD-2', 'SAE-MAD-3']
 
@@ -46,11 +49,10 @@ def test_a_mesh_in_one_call_gives_distinct_confirmed_keys(simulator, tmp_path):
 def test_the_qkd_key_in_the_mix_is_consumed_at_the_kme(simulator, tmp_path):
     rc, output, results = lookup_playbook(tmp_path, simulator, [dict(master='SAE-MAD-1', slave='SAE-MAD-2')])
     assert rc == 0, output
-    from test_etsi014_client_live import client_for
     with client_for(simulator, 'SAE-MAD-2') as slave:
-        with pytest.raises(Exception) as err:
+        with pytest.raises(KeyDeliveryError) as err:
             slave.get_keys_by_id('SAE-MAD-1', results[0]['qkd_key_ids'])
-    assert results[0]['qkd_key_ids'][0] in str(err.value)
+    assert err.value.kind == 'bad_request' and results[0]['qkd_key_ids'][0] in str(err.value)
 
 
 def test_site_without_qkd_fails_under_the_default_policy(simulator, tmp_path):
@@ -147,21 +149,22 @@ def test_key_store_makes_reruns_consume_no_key_and_rotation_make_before_break(si
     store = tmp_path / 'store'
     store.mkdir(mode=0o700)
     links = [dict(master='SAE-MAD-1', slave='SAE-MAD-2'), dict(master='SAE-MAD-2', slave='SAE-MAD-3')]
-    from test_playbooks import stored
     rc, output, first = lookup_playbook(tmp_path, simulator, links, key_store=str(store))
     assert rc == 0, output
     assert [r['reused'] for r in first] == [False, False] and [r['generation'] for r in first] == [1, 1]
     assert oct(os.stat(str(store / 'SAE-MAD-1--SAE-MAD-2.json')).st_mode & 0o777) == '0o600'
-    before = stored(simulator, 'SAE-MAD-2', 'SAE-MAD-3')
+    before = [enc_keys_served(simulator, link['master'], link['slave']) for link in links]
 
     rc, output, second = lookup_playbook(tmp_path, simulator, links, key_store=str(store))
     assert rc == 0, output
     assert [r['reused'] for r in second] == [True, True]
     assert [r['key'] for r in second] == [r['key'] for r in first]
-    assert stored(simulator, 'SAE-MAD-2', 'SAE-MAD-3') >= before
+    assert [enc_keys_served(simulator, link['master'], link['slave']) for link in links] == before, 'a rerun fetched a key'
 
     rc, output, third = lookup_playbook(tmp_path, simulator, links, key_store=str(store), rotate=['SAE-MAD-2--SAE-MAD-3'])
     assert rc == 0, output
+    # Only the rotated link takes a new QKD key (this also shows the count sees the lookup's key requests).
+    assert [enc_keys_served(simulator, link['master'], link['slave']) for link in links] == [before[0], before[1] + 1]
     assert third[0]['key'] == first[0]['key'] and third[0]['reused']
     assert third[1]['key'] != first[1]['key'] and third[1]['generation'] == 2
     assert third[1]['previous_ppk_id'] == first[1]['ppk_id']

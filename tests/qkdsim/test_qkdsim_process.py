@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -38,9 +37,8 @@ def test_stop_signal_exits_0_quickly_and_removes_endpoints(tmp_path, signum, see
     simulator = SimulatorProcess(tmp_path)
     client = SaeClient(simulator.endpoints, "SAE-MAD-1", seen_keys)
     assert client.status("SAE-MAD-2").status_code == 200  # leaves a keep-alive connection open
-    started = time.monotonic()
+    # "Quickly": stop() waits 5 s, then kills the process, which fails this test (TimeoutExpired).
     assert simulator.stop(signum) == 0
-    assert time.monotonic() - started < 5
     assert not simulator.endpoints_file.exists()
     assert "Traceback" not in simulator.log_file.read_text()
     client.session.close()

@@ -101,21 +101,22 @@ def test_lost_answer_may_have_been_sent():
     assert etsi014_client._may_have_been_sent(dropped)
 
 
-def _closed_port():
+@pytest.fixture
+def refusing_port():
+    """A port that refuses connections: bound but not listening, and held (so no other process can take it)."""
     sock = socket.socket()
     sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
+    yield sock.getsockname()[1]
     sock.close()
-    return port
 
 
-def test_kme_down_is_unreachable_and_consumed_nothing(tmp_path):
+def test_kme_down_is_unreachable_and_consumed_nothing(tmp_path, refusing_port):
     paths = []
     for name in ('c.pem', 'c.key', 'ca.pem'):
         (tmp_path / name).write_text('placeholder')
         paths.append(str(tmp_path / name))
     warnings = []
-    client = Etsi014Client('https://127.0.0.1:%d' % _closed_port(), *paths, retries=2, retry_backoff=0.01,
+    client = Etsi014Client('https://127.0.0.1:%d' % refusing_port, *paths, retries=2, retry_backoff=0.01,
                            warn=warnings.append)
     with pytest.raises(KeyDeliveryError) as err:
         client.status('SAE-B')
