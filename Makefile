@@ -167,7 +167,7 @@ sim-tests: $(VENV_STAMP)
 
 # Real daemons and parsers the integration tests drive: strongSwan's charon and swanctl (the
 # strongswan_site role's configs are loaded into a real charon), wpa_supplicant (checks MACsec MKA files).
-INTEGRATION_DEBS := strongswan-charon strongswan-swanctl libcharon-extra-plugins wpasupplicant
+INTEGRATION_DEBS := strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins wpasupplicant
 integration-packages:
 	@missing=""; for pkg in $(INTEGRATION_DEBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then echo "integration: installing$$missing (apt)"; $(call apt_install,$$missing); fi
