@@ -266,8 +266,7 @@ class Etsi014Client(KeyDeliveryClient):
                 raise error
             attempt += 1
             delay = self.retry_backoff * (2 ** (attempt - 1))
-            self._warn('ETSI 014 %s at %s: %s; retry %d of %d in %.1f s'
-                       % (operation, self.kme_url, error.message, attempt, self.retries, delay))
+            self._warn('%s; retry %d of %d in %.1f s' % (error.message, attempt, self.retries, delay))
             time.sleep(delay)
 
     def _transport_error(self, operation, exc):
