@@ -55,9 +55,8 @@ def check_writable(path, option='dest'):
 
 def write_secret_file(path, data):
     """Write ``data`` (bytes) to ``path`` atomically with mode 0600."""
+    check_writable(path, option='file')
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise KeyDeliveryError('the directory of %s does not exist' % path, kind='config')
     fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.%s.' % os.path.basename(path), suffix='.tmp')
     try:
         os.fchmod(fd, 0o600)

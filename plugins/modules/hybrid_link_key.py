@@ -179,7 +179,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qsafe.keyfabric.plugins.module_utils.hybrid_combiner import CombinerError
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.hybrid_combiner import HASH_ALGORITHMS, CombinerError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import check_writable
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import (
@@ -361,7 +361,7 @@ def main():
         qkd_key_size=dict(type='int', default=256),
         kem_algorithm=dict(type='str', default='ML-KEM-768'),
         pqc_backend=dict(type='str', default='auto', choices=['auto', 'cryptography', 'liboqs']),
-        hash_algorithm=dict(type='str', default='sha256', choices=['sha256', 'sha384', 'sha512', 'sha3-256', 'sha3-384', 'sha3-512']),
+        hash_algorithm=dict(type='str', default='sha256', choices=list(HASH_ALGORITHMS)),
         key_length=dict(type='int', default=32, no_log=False),
         peer_kem_public_key=dict(type='str', no_log=False),
         peer_classical_public_key=dict(type='str', no_log=False),
