@@ -22,9 +22,11 @@ def link_secrets(link, cak_bits=256):
         raise AnsibleFilterError('link_secrets needs a hybrid_key result (a dict with key and ppk_id)')
     if cak_bits not in (128, 256):
         raise AnsibleFilterError('cak_bits must be 128 or 256, got %r' % (cak_bits,))
+    if link.get('previous_key') and not link.get('previous_ppk_id'):
+        raise AnsibleFilterError('link_secrets for link %s: previous_key comes with previous_ppk_id' % link.get('link_id'))
     try:
         key = bytes.fromhex(link['key'])
-        return dict(
+        secrets = dict(
             link_id=link.get('link_id'),
             ppk_id=link['ppk_id'],
             ppk_hex=derive_subkey(key, 'ikev2-ppk', link['ppk_id']).hex(),
@@ -32,7 +34,22 @@ def link_secrets(link, cak_bits=256):
             macsec_ckn_hex=macsec_ckn(link['ppk_id']).hex(),
             macsec_cak_hex=derive_subkey(key, 'macsec-cak', link['ppk_id'], cak_bits // 8).hex(),
         )
-    except (ValueError, CombinerError) as exc:
+        # Rotation (hybrid_key with store_only): when this key takes over, and the key it replaces
+        # while the overlap window is open - for a MACsec key chain that holds both.
+        for name in ('generation', 'active_from'):
+            if link.get(name) is not None:
+                secrets[name] = int(link[name])
+        if link.get('previous_key'):
+            previous_key = bytes.fromhex(link['previous_key'])
+            secrets.update(
+                previous_ppk_id=link['previous_ppk_id'],
+                previous_macsec_ckn_hex=macsec_ckn(link['previous_ppk_id']).hex(),
+                previous_macsec_cak_hex=derive_subkey(previous_key, 'macsec-cak', link['previous_ppk_id'], cak_bits // 8).hex(),
+            )
+            if link.get('previous_active_from') is not None:
+                secrets['previous_active_from'] = int(link['previous_active_from'])
+        return secrets
+    except (ValueError, TypeError, CombinerError) as exc:
         raise AnsibleFilterError('link_secrets for link %s: %s' % (link.get('link_id'), exc))
 
 

@@ -125,8 +125,26 @@ options:
       - Only read keys from I(key_store), never derive one; a link without a usable stored key fails.
         I(rotate) and I(max_age) do not apply.
       - For plays that render configurations after the keys were made in an earlier play.
+      - A rotated link's results carry C(active_from), and while its overlap window is open (see
+        I(previous_key_lifetime)) the key it replaced as C(previous_key) (SECRET), so that
+        configurations can hold both keys (make-before-break MACsec key rollover).
     type: bool
     default: false
+  previous_key_lifetime:
+    description:
+      - The overlap window of a rotation, in seconds. A key that replaced another takes over at its
+        creation time plus this window (C(active_from)); until then I(store_only) results also carry
+        the replaced key (C(previous_key), C(previous_ppk_id)), so configurations hold both and the
+        devices switch at C(active_from). From then on the new key comes alone, and a call that keys
+        (not I(store_only), not I(dry_run)) removes the replaced key's file from I(key_store).
+      - Give every call of a roll-out the same value (it is a play variable). C(0) - no overlap, the new
+        key is in force at once (break-before-make; for an emergency re-key).
+      - Rotate a link again only after its C(active_from); a second rotation inside the window leaves
+        devices that are still on the oldest key without it.
+    type: int
+    default: 3600
+    vars:
+      - name: qsafe_previous_key_lifetime
 extends_documentation_fragment:
   - qsafe.keyfabric.kme_connection
   - qsafe.keyfabric.kme_connection.plugins
@@ -190,6 +208,18 @@ _raw:
     reused: {description: "Whether the key came from I(key_store) unchanged (no key was consumed).", type: bool}
     generation: {description: "How many times the link has been keyed in I(key_store) (1 for its first key).", type: int}
     previous_ppk_id: {description: "PPK ID of the key this one replaced (rotation), if any.", type: str}
+    active_from:
+      description:
+        - With I(store_only), for a key that replaced another - when it takes over (UNIX time, its creation
+          time plus I(previous_key_lifetime)).
+      type: int
+    previous_key:
+      description:
+        - With I(store_only), while the overlap window is open - the key this one replaced, hex. SECRET.
+      type: str
+    previous_active_from:
+      description: With I(previous_key), when that key had taken over from its own predecessor (UNIX time), if it had one.
+      type: int
     would_key: {description: "With I(dry_run), the link has no usable stored key and would be keyed.", type: bool}
 '''
 
@@ -219,10 +249,13 @@ from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_keying import
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store import (
     LinkKeyStoreError,
     link_key_path,
+    previous_in_window,
     public_record,
     read_link_key,
     replace_link_key,
+    retire_previous_link_key,
     reusable,
+    rollover_time,
 )
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_policy import LinkPolicy, PolicyViolation
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.pqc_backends import PqcError, select_backend
@@ -331,6 +364,8 @@ class LookupModule(LookupBase):
         key_store = self.get_option('key_store')
         if key_store and not os.path.isdir(key_store):
             raise AnsibleLookupError('key_store %s is not a directory' % key_store)
+        if self.get_option('previous_key_lifetime') < 0:
+            raise AnsibleLookupError('previous_key_lifetime must be 0 or more seconds, got %d' % self.get_option('previous_key_lifetime'))
         saes = set(link[end] for link in links for end in ('master', 'slave'))
         shared = [name for name in ('kme_url', 'client_cert', 'client_key') if options.get(name)]
         if shared and len(saes) > 1:
@@ -377,6 +412,9 @@ class LookupModule(LookupBase):
         plan['dry'] = not plan['reuse'] and self.get_option('dry_run')
         if not plan['reuse'] and store_only:
             raise LinkKeyingError('no usable key in key_store %s (store_only is set)' % self.get_option('key_store'))
+        # The key a rotation replaced, while the overlap window is open (read now, so a bad file fails early).
+        plan['previous'] = previous_in_window(plan['store_path'], plan['stored'], self.get_option('previous_key_lifetime')) \
+            if store_only else None
         use_qkd = link.get('qkd', True)
         if use_qkd and qkd_pairs is not None:
             kmes = frozenset(manifest['saes'].get(link[end], {}).get('kme_id') for end in ('master', 'slave'))
@@ -389,10 +427,32 @@ class LookupModule(LookupBase):
                                                              sae_id=link[end], manifest=manifest)
         return plan
 
+    def _rollover(self, link_id, stored, previous):
+        """store_only: when a rotated key takes over, and the key it replaces while the window is open (SECRET)."""
+        window = self.get_option('previous_key_lifetime')
+        extra = {}
+        active_from = rollover_time(stored, window)
+        if active_from is not None:
+            extra['active_from'] = active_from
+        if previous is not None:
+            extra.update(previous_key=previous['key'], previous_ppk_id=previous['ppk_id'])
+            previous_active_from = rollover_time(previous, window)
+            if previous_active_from is not None:
+                extra['previous_active_from'] = previous_active_from
+                if previous_active_from > time.time():
+                    display.warning('hybrid_key: link %s was rotated again before its previous rotation took over; devices '
+                                    'still on the key before that lose it now' % link_id)
+        return extra
+
     def _key(self, plan, options, manifest, clients, classical_backend):
         link, stored = plan['link'], plan['stored']
         if plan['reuse']:
-            return dict(public_record(stored), master=link['master'], slave=link['slave'], key=stored['key'], reused=True)
+            result = dict(public_record(stored), master=link['master'], slave=link['slave'], key=stored['key'], reused=True)
+            if self.get_option('store_only'):
+                result.update(self._rollover(link['link_id'], stored, plan['previous']))
+            elif plan['store_path'] and not self.get_option('dry_run'):
+                retire_previous_link_key(plan['store_path'], stored, self.get_option('previous_key_lifetime'))
+            return result
         if plan['dry']:
             return dict(link_id=link['link_id'], master=link['master'], slave=link['slave'], would_key=True, reused=False)
         master, slave = [self._client(clients, plan[end + '_settings']) for end in ('master', 'slave')]

@@ -12,6 +12,11 @@ The key store is what makes a roll-out idempotent: a link whose stored key still
 ends, policy, algorithms, length, and not due for rotation) reuses it, so a second run of the
 same inventory consumes no QKD key. Rotation keeps the key it replaces as
 ``<link_id>.previous.json`` so configurations can carry both during a make-before-break change.
+
+The overlap window: a rotated key (generation 2 and up) takes over from its predecessor at
+``active_from = created + window`` (``rollover_time``). Until then configurations carry both keys
+(``previous_in_window`` hands out the previous one); from then on the new key alone, and the
+previous key file is no longer needed (``retire_previous_link_key`` removes it).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -78,10 +83,57 @@ def reusable(record, wanted, max_age=0, now=None):
     return True
 
 
+def previous_link_key_path(path):
+    """Where the key that ``path``'s key replaced is kept."""
+    return path[:-len('.json')] + '.previous.json'
+
+
 def replace_link_key(path, record, previous):
     """Store a new key for a link, keeping the one it replaces as ``.previous.json``."""
     if previous is not None:
-        write_link_key(path[:-len('.json')] + '.previous.json', previous)
+        write_link_key(previous_link_key_path(path), previous)
         record = dict(record, generation=previous.get('generation', 0) + 1, previous_ppk_id=previous.get('ppk_id'))
     write_link_key(path, record)
     return record
+
+
+def rollover_time(record, window):
+    """When the key of ``record`` takes over from the key it replaced (UNIX time), or None.
+
+    Only a key that replaced another (generation 2 and up) has one: its ``created`` time plus the
+    overlap ``window`` (seconds). A link's first key is in force from the start.
+    """
+    if not record or int(record.get('generation') or 1) < 2:
+        return None
+    return int(record.get('created') or 0) + max(0, int(window))
+
+
+def previous_in_window(path, record, window, now=None):
+    """The key that ``record`` (stored at ``path``) replaced, while the overlap window is open; else None.
+
+    The previous key counts only if its file holds the key that ``record`` names as
+    ``previous_ppk_id`` (for the same link): anything else is left alone and not handed out.
+    """
+    active_from = rollover_time(record, window)
+    if active_from is None or not record.get('previous_ppk_id') or (time.time() if now is None else now) >= active_from:
+        return None
+    previous = read_link_key(previous_link_key_path(path))
+    if previous is None or previous.get('ppk_id') != record['previous_ppk_id'] or \
+            previous.get('link_id') != record.get('link_id'):
+        return None
+    return previous
+
+
+def retire_previous_link_key(path, record, window, now=None):
+    """Remove the previous key file of a link once its successor has taken over; True if one was removed.
+
+    A link's first key (no rollover time) keeps nothing. A file there that is not a link key file is
+    not removed: LinkKeyStoreError names it.
+    """
+    active_from = rollover_time(record, window)
+    previous_path = previous_link_key_path(path)
+    if active_from is None or (time.time() if now is None else now) < active_from or not os.path.exists(previous_path):
+        return False
+    read_link_key(previous_path)  # raises for a file that is not ours
+    os.remove(previous_path)
+    return True

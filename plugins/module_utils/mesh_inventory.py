@@ -8,7 +8,8 @@ group ``qsafe_sites`` with ``qsafe_site_*`` variables, and ``qsafe_mesh`` (group
 which links there are (an implied full mesh, or a list), their type (``ipsec`` or ``macsec``)
 and key policy. ``plan_mesh`` turns that into a public plan - no secrets - and fails early with
 a message naming the site and the field. ``site_ipsec_peers`` and ``site_macsec_links`` join a
-site's part of the plan with the link secrets (from the key store) into what the roles take.
+site's part of the plan with the link secrets (from the key store) into what the roles take;
+during a rotation's overlap window a MACsec link also carries the key it replaces (``previous``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -187,7 +188,22 @@ def site_macsec_links(plan, site, secrets):
             continue
         peer = link['sites'][1] if link['sites'][0] == site else link['sites'][0]
         entry = _secrets_for(link['link_id'], secrets)
-        links.append(dict(link_id=link['link_id'], peer=peer, interface=plan['sites'][site]['macsec_interfaces'][peer],
-                          ckn_hex=entry['macsec_ckn_hex'], cak_hex=entry['macsec_cak_hex'],
-                          cipher_suite=plan['cipher_suite']))
+        macsec = dict(link_id=link['link_id'], peer=peer, interface=plan['sites'][site]['macsec_interfaces'][peer],
+                      ckn_hex=entry['macsec_ckn_hex'], cak_hex=entry['macsec_cak_hex'],
+                      cipher_suite=plan['cipher_suite'])
+        macsec.update(_macsec_rollover(link['link_id'], entry))
+        links.append(macsec)
     return links
+
+
+def _macsec_rollover(link_id, entry):
+    """A rotated link's key generation, when its key takes over, and the key it replaces while the window is open."""
+    rollover = dict((name, entry[name]) for name in ('generation', 'active_from') if entry.get(name) is not None)
+    if entry.get('previous_macsec_cak_hex'):
+        if rollover.get('active_from') is None:
+            raise MeshInventoryError('link %s: a previous MACsec key needs active_from (when the new key takes over)' % link_id)
+        previous = dict(ckn_hex=entry['previous_macsec_ckn_hex'], cak_hex=entry['previous_macsec_cak_hex'])
+        if entry.get('previous_active_from') is not None:
+            previous['active_from'] = entry['previous_active_from']
+        rollover['previous'] = previous
+    return rollover

@@ -144,6 +144,117 @@ def test_rotation_rekeys_only_the_links_named(mesh):
     assert (mesh['store'] / 'mad-1--mad-3.previous.json').exists()
 
 
+def macsec_mesh(mesh):
+    """The paper's mesh with a second MACsec link, mad-1 (IOS-XE) to mad-3 (Linux, wpa_supplicant): a suite both run."""
+    hosts = mesh['inventory'] / 'hosts.yml'
+    hosts.write_text(hosts.read_text().replace(
+        '            mad-2: TenGigabitEthernet0/0/1\n', '            mad-2: TenGigabitEthernet0/0/1\n'
+        '            mad-3: TenGigabitEthernet0/0/2\n').replace(
+        '          qsafe_site_sae_id: SAE-MAD-3\n', '          qsafe_site_sae_id: SAE-MAD-3\n'
+        '          qsafe_site_macsec_interfaces:\n            mad-1: eth1\n'))
+    group_vars = mesh['inventory'] / 'group_vars' / 'all.yml'
+    group_vars.write_text(group_vars.read_text().replace('  tunnel_mask: 255.255.255.0\n', '  tunnel_mask: 255.255.255.0\n'
+                                                         '  cipher_suite: gcm-aes-256\n')
+                          + '    - {sites: [mad-1, mad-3], type: ipsec+macsec}\n')
+
+
+def macsec_keys(mesh, link_id):
+    """The link's MACsec CKN and CAK, from its stored key: (current, previous or None)."""
+    from ansible_collections.qsafe.keyfabric.plugins.filter.link_secrets import link_secrets
+    from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store import read_link_key
+    pairs = []
+    for name in ('%s.json' % link_id, '%s.previous.json' % link_id):
+        record = read_link_key(str(mesh['store'] / name))
+        secrets = link_secrets(record) if record else None
+        pairs.append(secrets and (secrets['macsec_ckn_hex'], secrets['macsec_cak_hex'], record))
+    return pairs
+
+
+def macsec_ends(mesh):
+    """Each MACsec link end as its device reads it: {(site, link_id): end} (see test_role_macsec_link)."""
+    from test_role_macsec_link import ios_xe_ends, linux_ends
+    ends = {}
+    for site in ('mad-1', 'mad-2'):
+        with open(str(mesh['out'] / site / 'macsec-ios_xe.cfg')) as handle:
+            for link_id, end in ios_xe_ends(handle.read()).items():
+                ends[(site, link_id.lower())] = end
+    files = dict((path.name, path.read_text()) for path in (mesh['out'] / 'mad-3').glob('macsec-*.conf'))
+    for link_id, end in linux_ends(files).items():
+        ends[('mad-3', link_id)] = end
+    return ends
+
+
+def test_macsec_rotation_is_make_before_break_and_the_previous_key_goes_after_the_window(mesh):
+    """After a rotation both ends of each MACsec link hold the old and the new key, with the same rollover time
+    (the new key's creation in the key store plus qsafe_previous_key_lifetime, an hour by default); reruns in the
+    window change nothing; the first run after it renders the new key alone and removes the old key from the
+    store; the run after that changes nothing."""
+    macsec_mesh(mesh)
+    rc, output = run(mesh)
+    assert rc == 0, output
+    links = {'mad-1--mad-2': ('mad-1', 'mad-2'), 'mad-1--mad-3': ('mad-1', 'mad-3')}
+    first = dict((link_id, macsec_keys(mesh, link_id)[0]) for link_id in links)
+    ends = macsec_ends(mesh)
+    for link_id, sites in links.items():
+        for site in sites:
+            assert (ends[(site, link_id)]['ckn'], ends[(site, link_id)]['cak']) == first[link_id][:2]
+            assert 'previous' not in ends[(site, link_id)]
+
+    rc, output = run(mesh, '-vvvv', '--diff', qsafe_rotate=list(links))
+    assert rc == 0, output
+    assert keyed_now(output) == sorted(links)
+    ends = macsec_ends(mesh)
+    for link_id, sites in links.items():
+        (ckn, cak, record), (old_ckn, old_cak, old_record) = macsec_keys(mesh, link_id)
+        assert ckn != first[link_id][0] and (old_ckn, old_cak) == first[link_id][:2]
+        active_from = record['created'] + 3600
+        for site in sites:
+            end = ends[(site, link_id)]
+            assert (end['ckn'], end['cak']) == (ckn, cak), (site, link_id)
+            assert (end['previous']['ckn'], end['previous']['cak']) == (old_ckn, old_cak), (site, link_id)
+            if site == 'mad-3':
+                assert end['running'] == old_ckn, 'wpa_supplicant stays on the old key until the switch'
+            else:
+                assert end['previous']['lifetime'][1] == active_from and end['lifetime'] == (active_from - 60, None)
+        for secret in (cak, old_cak, record['key'], old_record['key']):
+            for spelling in key_spellings(bytes.fromhex(secret)):
+                assert spelling not in output, 'a key in the playbook output'
+        assert '%s ckn=%s previous_ckn=%s' % (link_id, ckn, old_ckn) in output
+
+    window = rendered(mesh)
+    rc, output = run(mesh)
+    assert rc == 0, output
+    for host in ('localhost', 'mad-1', 'mad-2', 'mad-3', 'nsp-1', 'mex-1'):
+        assert re.search(r'%s\s*:\s*ok=\d+\s+changed=0' % host, output), 'rerun in the window: %s' % output
+    assert rendered(mesh) == window
+
+    # An hour later (the store's rotation times moved back by two hours): the new keys alone.
+    from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store import read_link_key, write_link_key
+    for link_id in links:
+        path = str(mesh['store'] / ('%s.json' % link_id))
+        record = read_link_key(path)
+        write_link_key(path, dict(record, created=record['created'] - 7200))
+    rc, output = run(mesh)
+    assert rc == 0, output
+    assert keyed_now(output) == []
+    ends = macsec_ends(mesh)
+    for link_id, sites in links.items():
+        (ckn, cak, record), previous = macsec_keys(mesh, link_id)
+        assert previous is None, 'the old key is removed from the key store'
+        for site in sites:
+            end = ends[(site, link_id)]
+            assert 'previous' not in end and (end['ckn'], end['cak']) == (ckn, cak), (site, link_id)
+            if site != 'mad-3':
+                assert end['lifetime'] == (record['created'] + 3600 - 60, None), 'the key keeps its lifetime'
+        assert not any(first[link_id][1] in text for text in rendered(mesh).values()), 'an old CAK is left'
+    after = rendered(mesh)
+    rc, output = run(mesh)
+    assert rc == 0, output
+    for host in ('localhost', 'mad-1', 'mad-2', 'mad-3', 'nsp-1', 'mex-1'):
+        assert re.search(r'%s\s*:\s*ok=\d+\s+changed=0' % host, output), output
+    assert rendered(mesh) == after
+
+
 def test_check_mode_spends_no_key_and_writes_nothing(mesh):
     rc, output = run(mesh, '--check')
     assert rc == 0, output

@@ -2,14 +2,17 @@
 
 Three sites, each at one end of two links: dc-1 (IOS-XE), dc-2 (Junos), dc-3 (Linux, wpa_supplicant).
 The rendered files are read back with a parser per platform (ciscoconfparse2 for IOS-XE when it is
-installed, else the indentation tree below; Junos set lines; the wpa_supplicant network block, and
-wpa_supplicant itself when it is installed) and both ends of each link must hold the same key.
+installed, else the indentation tree below; Junos set lines; the wpa_supplicant network blocks, and
+wpa_supplicant itself when it is installed) and both ends of each link must hold the same key - during
+a rotation's overlap window the same two keys, with the same rollover time.
 """
 
+import calendar
 import os
 import shutil
 import stat
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -60,17 +63,31 @@ def new_keys():
                 for link_id, suite, interfaces in LINKS)
 
 
-def site_links(site, keys, leave=()):
-    return [dict(link_id=link_id, peer=[end for end in interfaces if end != site][0], interface=interfaces[site],
-                 ckn_hex=keys[link_id]['ckn'], cak_hex=keys[link_id]['cak'], cipher_suite=suite)
-            for link_id, suite, interfaces in LINKS if site in interfaces and link_id not in leave]
+def site_links(site, keys, leave=(), previous=None, active_from=None, generation=None):
+    """A site's links (SECRET); with ``previous`` (old keys) and ``active_from``, in a rotation's overlap window."""
+    links = []
+    for link_id, suite, interfaces in LINKS:
+        if site not in interfaces or link_id in leave:
+            continue
+        link = dict(link_id=link_id, peer=[end for end in interfaces if end != site][0], interface=interfaces[site],
+                    ckn_hex=keys[link_id]['ckn'], cak_hex=keys[link_id]['cak'], cipher_suite=suite)
+        if generation is not None:
+            link['generation'] = generation
+        if active_from is not None:
+            link['active_from'] = active_from
+        if previous is not None:
+            link['previous'] = dict(ckn_hex=previous[link_id]['ckn'], cak_hex=previous[link_id]['cak'])
+        links.append(link)
+    return links
 
 
-def render_sites(tmp_path, keys, *args, sites=('dc-1', 'dc-2', 'dc-3'), leave=(), **site_vars):
-    """Runs the role for the sites in one playbook; the inputs (SECRET) go in a vars file, never on the command line."""
+def render_sites(tmp_path, keys, *args, sites=('dc-1', 'dc-2', 'dc-3'), leave=(), rollover=None, **site_vars):
+    """Runs the role for the sites in one playbook; the inputs (SECRET) go in a vars file, never on the command line.
+    ``rollover``: site_links() arguments of a rotation (previous, active_from, generation)."""
     (tmp_path / 'sites.yml').write_text(yaml.safe_dump(dict(
         macsec_test_output_dir=str(tmp_path / 'out'),
-        macsec_test_sites=[dict(site_vars, name=site, platform=PLATFORM[site], links=site_links(site, keys, leave))
+        macsec_test_sites=[dict(site_vars, name=site, platform=PLATFORM[site],
+                                links=site_links(site, keys, leave, **(rollover or {})))
                            for site in sites])))
     (tmp_path / 'sites_play.yml').write_text(SITES_PLAY)
     return ansible_playbook(str(tmp_path / 'sites_play.yml'), *args)
@@ -114,8 +131,46 @@ def ios_tree(text):
     return root
 
 
+MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
+
+
+def ios_time(words):
+    """IOS 'hh:mm:ss Month day year' (UTC: no 'local' keyword) as a UNIX time."""
+    hours, minutes, seconds = (int(part) for part in words[0].split(':'))
+    assert words[1] in MONTHS and 1 <= int(words[2]) <= 31 and 2000 <= int(words[3]) <= 2035, words
+    return calendar.timegm((int(words[3]), MONTHS.index(words[1]) + 1, int(words[2]), hours, minutes, seconds))
+
+
+def ios_key(key_line, key_children):
+    """One key of a MACsec key chain: CKN, CAK and lifetime (start, end; end None = infinite; no lifetime = None)."""
+    words = key_line.split()
+    assert len(words) == 2 and words[0] == 'key', key_line
+    key = dict(ckn=words[1], lifetime=None)
+    seen = set()
+    for child in key_children:
+        setting = child[0]
+        name = setting.split()[0]
+        assert name not in seen, 'set twice: %s' % setting
+        seen.add(name)
+        if setting.startswith('key-string 0 '):
+            key['cak'] = setting.split()[2]
+        elif setting.startswith('cryptographic-algorithm '):
+            key['algorithm'] = setting.split()[1]
+        elif setting.startswith('lifetime '):
+            times = setting.split()[1:]
+            assert len(times) in (5, 8) and times[0] != 'local', 'lifetime <start> (<end> | infinite), UTC: %s' % setting
+            key['lifetime'] = (ios_time(times[:4]), None if times[4:] == ['infinite'] else ios_time(times[4:]))
+        else:
+            raise AssertionError('unexpected key setting: %s' % setting)
+    assert seen >= {'key-string', 'cryptographic-algorithm'}, key_line
+    assert key['algorithm'] == {32: 'aes-128-cmac', 64: 'aes-256-cmac'}[len(key['cak'])]
+    return key
+
+
 def ios_xe_ends(text):
-    """Each link's end as the device reads it: key chain, MKA policy and interface, checked for consistency."""
+    """Each link's end as the device reads it: key chain, MKA policy and interface, checked for consistency.
+    A key chain holds one key, or during a rotation's window two: the previous one with a lifetime that ends
+    (``previous``) and the new one valid from before that end, for ever (``ckn``, ``cak``, ``lifetime``)."""
     assert text.startswith('!\n'), 'ansible_managed as an IOS comment first'
     blocks = dict(ios_tree(text))
     ends = {}
@@ -123,14 +178,19 @@ def ios_xe_ends(text):
         words = line.split()
         if line.startswith('key chain '):
             assert len(words) == 4 and words[2].startswith('QSAFE-') and words[3] == 'macsec', line
-            assert len(children) == 1, 'one key (CKN) per key chain'
-            key_line, key_children = children[0]
-            assert key_line.startswith('key ')
-            settings = dict(child[0].rsplit(' ', 1) for child in key_children)
-            assert set(settings) == {'cryptographic-algorithm', 'key-string 0'}, settings
-            cak = settings['key-string 0']
-            assert settings['cryptographic-algorithm'] == {32: 'aes-128-cmac', 64: 'aes-256-cmac'}[len(cak)]
-            ends.setdefault(words[2][len('QSAFE-'):], {}).update(ckn=key_line.split()[1], cak=cak)
+            keys = [ios_key(*child) for child in children]
+            assert len(keys) in (1, 2) and len(set(key['ckn'] for key in keys)) == len(keys), 'one or two keys (CKNs)'
+            end = ends.setdefault(words[2][len('QSAFE-'):], {})
+            if len(keys) == 2:
+                previous, new = keys
+                assert previous['lifetime'] and previous['lifetime'][1] is not None, 'the previous key expires'
+                assert new['lifetime'] and new['lifetime'][1] is None, 'the new key is valid for ever'
+                assert new['lifetime'][0] < previous['lifetime'][1], 'the lifetimes overlap: no moment without a key'
+                end['previous'] = previous
+            else:
+                new = keys[0]
+                assert new['lifetime'] is None or new['lifetime'][1] is None
+            end.update(ckn=new['ckn'], cak=new['cak'], lifetime=new['lifetime'])
         elif line.startswith('interface '):
             settings = sorted(child[0] for child in children)
             assert len(settings) == 3 and settings[0] == 'macsec network-link', settings
@@ -146,13 +206,26 @@ def ios_xe_ends(text):
 
 # --- Junos --------------------------------------------------------------------------------------
 
+def junos_time(text):
+    """Junos 'yyyy-mm-dd.hh:mm:ss' (UTC) as a UNIX time."""
+    return calendar.timegm(time.strptime(text, '%Y-%m-%d.%H:%M:%S'))
+
+
 def junos_ends(text):
+    """Each link's end: a key chain (one key, or two during a rotation's window: the one with the latest start
+    time is the new key) used by a static-CAK connectivity association bound to the link's interface."""
     assert text.startswith('#\n'), 'ansible_managed as a # comment first'
-    ends, bound = {}, {}
+    ends, bound, chains = {}, {}, {}
     for line in text.splitlines():
         if not line or line.startswith('#'):
             continue
         words = line.split()
+        if words[:3] == ['set', 'security', 'authentication-key-chains']:
+            assert words[3] == 'key-chain' and words[5] == 'key' and len(words) == 9, line
+            key = chains.setdefault(words[4], {}).setdefault(int(words[6]), {})
+            assert words[7] in ('key-name', 'secret', 'start-time') and words[7] not in key, line
+            key[words[7]] = words[8]
+            continue
         assert words[:3] == ['set', 'security', 'macsec'], line
         if words[3] == 'interfaces':
             assert words[5] == 'connectivity-association' and len(words) == 7, line
@@ -166,46 +239,77 @@ def junos_ends(text):
     result = {}
     for name, end in ends.items():
         assert end[('security-mode',)] == 'static-cak'
+        assert ('pre-shared-key', 'ckn') not in end, 'the key chain, not a static pre-shared key'
         assert name in bound, 'connectivity association %s is bound to no interface' % name
-        result[name[len('CA-'):]] = dict(ckn=end[('pre-shared-key', 'ckn')], cak=end[('pre-shared-key', 'cak')],
-                                         suite=end[('cipher-suite',)], interface=bound[name])
+        chain = chains[end[('pre-shared-key-chain',)]]
+        assert 1 <= len(chain) <= 2 and all(sorted(key) == ['key-name', 'secret', 'start-time'] for key in chain.values())
+        assert set(chain) <= {0, 1}, 'key numbers alternate between 0 and 1'
+        keys = sorted(chain.values(), key=lambda key: junos_time(key['start-time']))
+        assert len(set(key['start-time'] for key in keys)) == len(keys), 'start times are unique in a key chain'
+        new = keys[-1]
+        result[name[len('CA-'):]] = dict(ckn=new['key-name'], cak=new['secret'], start=junos_time(new['start-time']),
+                                         suite=end[('cipher-suite',)], interface=bound[name], chain=chain)
+        if len(keys) == 2:
+            result[name[len('CA-'):]]['previous'] = dict(ckn=keys[0]['key-name'], cak=keys[0]['secret'],
+                                                         start=junos_time(keys[0]['start-time']))
     assert sorted(bound) == sorted(ends)
+    assert sorted(chains) == sorted(end[('pre-shared-key-chain',)] for end in ends.values())
     return result
 
 
 # --- Linux (wpa_supplicant) ---------------------------------------------------------------------
 
-def wpa_supplicant_network(text):
-    """The global settings and the single network block of a wpa_supplicant configuration."""
+def wpa_supplicant_networks(text):
+    """The global settings and the network blocks of a wpa_supplicant configuration."""
     assert text.startswith('#\n'), 'ansible_managed as a # comment first'
-    top, network, inside, blocks = {}, {}, False, 0
+    top, networks, inside = {}, [], False
     for line in (line.strip() for line in text.splitlines()):
         if not line or line.startswith('#'):
             continue
         if line == 'network={':
-            inside, blocks = True, blocks + 1
+            assert not inside
+            inside = True
+            networks.append({})
         elif line == '}':
             inside = False
         else:
             name, equals, value = line.partition('=')
-            assert name and equals and value and name not in (network if inside else top), line
-            (network if inside else top)[name] = value
-    assert blocks == 1 and not inside
-    return top, network
+            assert name and equals and value and name not in (networks[-1] if inside else top), line
+            (networks[-1] if inside else top)[name] = value
+    assert networks and not inside
+    return top, networks
+
+
+def wpa_supplicant_network(text):
+    """The global settings and the single network block of a wpa_supplicant configuration."""
+    top, networks = wpa_supplicant_networks(text)
+    assert len(networks) == 1
+    return top, networks[0]
 
 
 def linux_ends(files):
+    """Each link's end: one network block, or during a rotation's window two - the previous key first (the one
+    wpa_supplicant runs: the first enabled network) and the new key second, disabled until the switch."""
     ends = {}
     for name, text in files.items():
-        top, network = wpa_supplicant_network(text)
-        assert top == {'ap_scan': '0', 'eapol_version': '3'}
-        assert network['key_mgmt'] == 'NONE' and network['eapol_flags'] == '0'
-        assert network['macsec_policy'] == '1' and network['macsec_integ_only'] == '0', 'MACsec with encryption'
-        assert 0 <= int(network['mka_priority']) <= 255
+        top, networks = wpa_supplicant_networks(text)
+        assert top == {'ctrl_interface': '/run/wpa_supplicant', 'ap_scan': '0', 'eapol_version': '3'}, top
+        for network in networks:
+            assert network['key_mgmt'] == 'NONE' and network['eapol_flags'] == '0'
+            assert network['macsec_policy'] == '1' and network['macsec_integ_only'] == '0', 'MACsec with encryption'
+            assert 0 <= int(network['mka_priority']) <= 255
         link_id = name[len('macsec-'):-len('.conf')]
         public = dict(word.split('=', 1) for word in text.split('qsafe-link ', 1)[1].splitlines()[0].split())
-        ends[link_id] = dict(ckn=network['mka_ckn'], cak=network['mka_cak'], suite=public['cipher_suite'],
-                             interface=public['interface'])
+        new = networks[-1]
+        ends[link_id] = dict(ckn=new['mka_ckn'], cak=new['mka_cak'], suite=public['cipher_suite'],
+                             interface=public['interface'], running=[network for network in networks
+                                                                     if network.get('disabled') != '1'][0]['mka_ckn'])
+        if len(networks) == 2:
+            assert 'disabled' not in networks[0] and new['disabled'] == '1', 'the previous key runs until the switch'
+            ends[link_id]['previous'] = dict(ckn=networks[0]['mka_ckn'], cak=networks[0]['mka_cak'])
+            assert 'select_network 1' in text and 'wpa_cli -p /run/wpa_supplicant -i %s' % public['interface'] in text
+        else:
+            assert len(networks) == 1 and 'disabled' not in new
     return ends
 
 
@@ -308,6 +412,90 @@ def test_check_mode_writes_nothing_then_apply_then_nothing_changes_then_keys_and
     assert rc == 0 and recap(output)['changed'] == 0, output
 
 
+ROLLOVER_AT = 1893456000  # 2030-01-01T00:00:00Z: when the new keys take over (in the data, so renders are repeatable)
+
+
+def read_by_wpa_supplicant(path):
+    done = subprocess.run([shutil.which('wpa_supplicant'), '-dd', '-D', 'macsec_linux', '-i', 'qsafe-none0', '-c',
+                           str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30, check=False)
+    return done.stdout.decode('utf-8', 'replace')
+
+
+def test_rotation_window_carries_both_keys_on_every_platform_then_the_new_key_alone(tmp_path):
+    """Make-before-break: while a rotation's window is open both ends of each link hold the previous and the new
+    key with the same rollover time (IOS-XE key-chain lifetimes, Junos key-chain start times, Linux: the previous
+    key running and the new one ready); afterwards the new key alone, keeping its rollover time."""
+    assert CiscoConfParse is not None, 'ciscoconfparse2 (requirements.txt) reads the IOS-XE configuration'
+    old = new_keys()
+    rc, output = render_sites(tmp_path, old)
+    assert rc == 0, output
+
+    new = new_keys()
+    window = dict(previous=old, active_from=ROLLOVER_AT, generation=2)
+    rc, output = render_sites(tmp_path, new, '-vvvv', '--diff', rollover=window)
+    assert rc == 0 and recap(output)['changed'] >= 3, output
+    for key in all_keys(old) + all_keys(new):
+        for spelling in key_spellings(key):
+            assert spelling not in output, 'a CAK in the playbook output'
+    for link_id in new:  # the report names the rollover by CKN (public)
+        assert '%s ckn=%s previous_ckn=%s active_from=2030-01-01T00:00:00Z' % (
+            link_id, new[link_id]['ckn'], old[link_id]['ckn']) in output, link_id
+
+    ends = dict((site, site_ends(tmp_path, site)) for site in PLATFORM)
+    for link_id, suite, interfaces in LINKS:
+        for site in interfaces:
+            end = ends[site][link_id]
+            assert (end['ckn'], end['cak']) == (new[link_id]['ckn'], new[link_id]['cak']), (site, link_id)
+            assert (end['previous']['ckn'], end['previous']['cak']) == (old[link_id]['ckn'], old[link_id]['cak'])
+            assert len(end['cak']) == len(end['previous']['cak']) == CAK_DIGITS[suite], (site, link_id)
+            platform = PLATFORM[site]
+            if platform == 'ios_xe':
+                # The previous key expires at the rollover time; the new key is valid from 60 s before, for ever.
+                assert end['previous']['lifetime'] == (calendar.timegm((2000, 1, 1, 0, 0, 0)), ROLLOVER_AT)
+                assert end['lifetime'] == (ROLLOVER_AT - 60, None)
+            elif platform == 'junos':
+                # The new key takes over at its start time; generation 2 is key 1, its predecessor key 0.
+                assert end['start'] == ROLLOVER_AT and end['previous']['start'] < ROLLOVER_AT
+                assert end['chain'][1]['key-name'] == new[link_id]['ckn'] and end['chain'][0]['key-name'] == old[link_id]['ckn']
+            else:
+                assert end['running'] == old[link_id]['ckn'], 'wpa_supplicant runs the previous key until the switch'
+
+    if shutil.which('wpa_supplicant'):  # the two-network files are still what wpa_supplicant 2.10 accepts
+        for name in read_files(tmp_path / 'out' / 'dc-3'):
+            log = read_by_wpa_supplicant(tmp_path / 'out' / 'dc-3' / name)
+            assert 'Failed to read or parse configuration' not in log, log
+            assert log.count('MKA-CAK - hexdump(len=') == 2 and log.count('MKA-CKN - hexdump(len=32): [REMOVED]') == 2, log
+            assert 'ctrl_interface=\'/run/wpa_supplicant\'' in log, log
+
+    before = dict((site, read_files(tmp_path / 'out' / site)) for site in PLATFORM)
+    rc, output = render_sites(tmp_path, new, rollover=window)
+    assert rc == 0 and recap(output)['changed'] == 0, 'a rerun inside the window changes nothing: %s' % output
+    assert dict((site, read_files(tmp_path / 'out' / site)) for site in PLATFORM) == before
+
+    # The window has closed: the new key alone, with its rollover time kept (a device's key does not change).
+    after = dict(active_from=ROLLOVER_AT, generation=2)
+    rc, output = render_sites(tmp_path, new, '-vvvv', rollover=after)
+    assert rc == 0 and recap(output)['changed'] >= 3, output
+    for key in all_keys(old) + all_keys(new):
+        for spelling in key_spellings(key):
+            assert spelling not in output, 'a CAK in the playbook output'
+    ends = dict((site, site_ends(tmp_path, site)) for site in PLATFORM)
+    for link_id, suite, interfaces in LINKS:
+        for site in interfaces:
+            end = ends[site][link_id]
+            assert 'previous' not in end and (end['ckn'], end['cak']) == (new[link_id]['ckn'], new[link_id]['cak'])
+            if PLATFORM[site] == 'ios_xe':
+                assert end['lifetime'] == (ROLLOVER_AT - 60, None)
+            elif PLATFORM[site] == 'junos':
+                assert end['start'] == ROLLOVER_AT and list(end['chain']) == [1]
+            else:
+                assert end['running'] == new[link_id]['ckn']
+    assert not any(old[link_id][part] in text for link_id in old for part in ('ckn', 'cak')
+                   for site in PLATFORM for text in read_files(tmp_path / 'out' / site).values()), 'an old key is left'
+    rc, output = render_sites(tmp_path, new, rollover=after)
+    assert rc == 0 and recap(output)['changed'] == 0, output
+
+
 def test_linux_push_writes_the_host_files(tmp_path):
     keys = new_keys()
     host_dir = tmp_path / 'etc-wpa_supplicant'
@@ -351,6 +539,21 @@ def replace(index, **fields):
     return change
 
 
+def rotating(index, at=ROLLOVER_AT, **previous):
+    """Link ``index`` in a rotation's window (new key from ``at``); ``previous`` overrides fields of its previous
+    key (None: leave the field out)."""
+    def change(links):
+        links[index].update(active_from=at, previous=dict(
+            dict(ckn_hex=links[index]['ckn_hex'][:-2] + 'ff', cak_hex=links[index]['cak_hex'][::-1]), **previous))
+        if at is None:
+            del links[index]['active_from']
+        for name, value in previous.items():
+            if value is None:
+                del links[index]['previous'][name]
+        return links
+    return change
+
+
 BAD_INPUTS = [
     ('CAK of 128 bits for a 256-bit suite', dict(links=lambda links: replace(0, cak_hex=links[1]['cak_hex'])(links)),
      'macsec_link_links[0] (link DC-1--DC-2): cak_hex must be 64 hex digits (a 256-bit CAK) for cipher_suite '
@@ -382,6 +585,20 @@ BAD_INPUTS = [
      'macsec_link_key_server_priority must be from 0 to 255'),
     ('render mode without an output directory', dict(with_output_dir=False),
      'macsec_link_output_dir is required in render mode'),
+    ('previous key without a rollover time', dict(links=rotating(0, at=None)),
+     'macsec_link_links[0] (link DC-1--DC-2): previous needs active_from (when the new key takes over from it)'),
+    ('previous key with the same CKN', dict(links=lambda links: rotating(0, ckn_hex=links[0]['ckn_hex'])(links)),
+     'macsec_link_links[0] (link DC-1--DC-2): previous.ckn_hex is the same as ckn_hex'),
+    ('previous CAK of 128 bits for a 256-bit suite', dict(links=lambda links: rotating(0, cak_hex=links[1]['cak_hex'])(links)),
+     'macsec_link_links[0] (link DC-1--DC-2): previous.cak_hex must be 64 hex digits (a 256-bit CAK) for cipher_suite '
+     'gcm-aes-xpn-256, got 32'),
+    ('previous key without a CAK', dict(links=rotating(1, cak_hex=None)), 'missing required arguments: cak_hex'),
+    ('rollover time out of range', dict(links=rotating(1, at=86400)),
+     'macsec_link_links[1] (link DC-1--DC-3): active_from must be a UNIX time from 2000 to 2035'),
+    ('previous key that took over after its successor', dict(links=rotating(0, active_from=ROLLOVER_AT + 1)),
+     'macsec_link_links[0] (link DC-1--DC-2): previous.active_from must come before active_from'),
+    ('IOS-XE overlap out of range', dict(macsec_link_ios_xe_rollover_overlap=86401),
+     'macsec_link_ios_xe_rollover_overlap must be from 0 to 86400 seconds'),
 ]
 
 
@@ -399,7 +616,9 @@ def test_bad_input_fails_before_anything_is_written_naming_the_field(tmp_path, c
         ''', '-e', '@%s' % (tmp_path / 'role-vars.yml'), '-vvvv')
     assert rc != 0 and message in output, output
     assert 'Traceback' not in output and 'MODULE FAILURE' not in output
-    for key in (keys['cak256'], keys['cak128']):
+    previous_caks = [link['previous']['cak_hex'] for link in role_vars['macsec_link_links']
+                     if link.get('previous', {}).get('cak_hex')]
+    for key in [keys['cak256'], keys['cak128']] + previous_caks:
         for spelling in key_spellings(bytes.fromhex(key)):
             assert spelling not in output, 'a CAK in the error output'
     assert not os.path.exists(str(tmp_path / 'out')), 'written before the inputs were checked'

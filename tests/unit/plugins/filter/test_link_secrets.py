@@ -39,3 +39,37 @@ def test_bad_input_is_named(link, cak_bits, problem):
     with pytest.raises(AnsibleFilterError) as err:
         link_secrets(link, cak_bits)
     assert problem in str(err.value) and '5a' * 8 not in str(err.value)
+
+
+ROTATED = dict(LINK, key='6b' * 32, ppk_id='qkf-1111111111111111', generation=2, created=5000, active_from=8600,
+               previous_ppk_id=LINK['ppk_id'], previous_key=LINK['key'], previous_active_from=4000)
+
+
+def test_a_rotated_link_in_its_window_gets_the_previous_macsec_key_too():
+    secrets = link_secrets(ROTATED)
+    before = link_secrets(LINK)
+    assert secrets['previous_macsec_ckn_hex'] == before['macsec_ckn_hex']
+    assert secrets['previous_macsec_cak_hex'] == before['macsec_cak_hex']
+    assert secrets['macsec_cak_hex'] != before['macsec_cak_hex'] and secrets['macsec_ckn_hex'] != before['macsec_ckn_hex']
+    assert (secrets['generation'], secrets['active_from'], secrets['previous_active_from']) == (2, 8600, 4000)
+    assert secrets['previous_ppk_id'] == LINK['ppk_id']
+    assert len(link_secrets(ROTATED, 128)['previous_macsec_cak_hex']) == 32
+    assert ROTATED['previous_key'] not in secrets.values() and ROTATED['key'] not in secrets.values()
+
+
+def test_without_a_previous_key_nothing_of_it_is_returned():
+    secrets = link_secrets(dict(ROTATED, previous_key=None, previous_active_from=None))
+    assert not [name for name in secrets if name.startswith('previous_macsec')]
+    assert secrets['active_from'] == 8600
+    assert 'active_from' not in link_secrets(LINK) and 'generation' not in link_secrets(LINK)
+
+
+@pytest.mark.parametrize('change, problem', [
+    (dict(previous_ppk_id=None), 'previous_key comes with previous_ppk_id'),
+    (dict(previous_key='zz' * 32), 'link_secrets for link A--B'),
+    (dict(previous_key='6b' * 8), 'at least 32 bytes'),
+])
+def test_a_bad_previous_key_is_named_never_shown(change, problem):
+    with pytest.raises(AnsibleFilterError) as err:
+        link_secrets(dict(ROTATED, **change))
+    assert problem in str(err.value) and '6b' * 8 not in str(err.value) and '5a' * 8 not in str(err.value)

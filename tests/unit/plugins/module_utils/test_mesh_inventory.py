@@ -106,6 +106,29 @@ def test_a_link_can_carry_ipsec_and_macsec_each_with_its_own_secret():
     assert [link['peer'] for link in config['macsec_links']] == ['a']
 
 
+def test_a_rotated_macsec_link_carries_its_rollover_and_in_its_window_the_previous_key():
+    result = plan(link_overrides=[dict(sites=['a', 'b'], type='macsec')])
+    secrets = [dict(link_id=link_id, ppk_id='qkf-%d' % n, ppk_hex='11' * 32, ike_psk_hex='22' * 32,
+                    macsec_ckn_hex='33' * 32, macsec_cak_hex='44' * 32) for n, link_id in enumerate(('a--b', 'a--c', 'b--c'))]
+    secrets[0].update(generation=3, active_from=8600, previous_macsec_ckn_hex='55' * 32, previous_macsec_cak_hex='66' * 32,
+                      previous_active_from=4000)
+    for site in ('a', 'b'):
+        link = site_config(result, site, secrets)['macsec_links'][0]
+        assert (link['ckn_hex'], link['generation'], link['active_from']) == ('33' * 32, 3, 8600)
+        assert link['previous'] == dict(ckn_hex='55' * 32, cak_hex='66' * 32, active_from=4000)
+    # After the window: the rollover time stays (the key keeps its lifetime), the previous key is gone.
+    for name in ('previous_macsec_ckn_hex', 'previous_macsec_cak_hex', 'previous_active_from'):
+        del secrets[0][name]
+    link = site_config(result, 'a', secrets)['macsec_links'][0]
+    assert link['active_from'] == 8600 and 'previous' not in link
+    # A previous key without a rollover time cannot be rendered.
+    secrets[0].update(previous_macsec_ckn_hex='55' * 32, previous_macsec_cak_hex='66' * 32)
+    del secrets[0]['active_from']
+    with pytest.raises(MeshInventoryError) as err:
+        site_config(result, 'a', secrets)
+    assert 'link a--b: a previous MACsec key needs active_from' in str(err.value) and '66' * 32 not in str(err.value)
+
+
 def test_linux_macsec_needs_a_suite_wpa_supplicant_has():
     hostvars = copy.deepcopy(SITES)
     hostvars['c']['qsafe_site_macsec_interfaces'] = {'a': 'eth1'}
