@@ -34,6 +34,7 @@ COLL := $(BUILD)/ansible_collections/qsafe/keyfabric
 DIST := $(BUILD)/dist
 LOGS := $(BUILD)/logs
 STATUS := $(BUILD)/status
+NETCOLL := $(BUILD)/network_collections
 
 # ansible-test sanity tests not run:
 #   pslint - PowerShell linting needs pwsh + PSScriptAnalyzer; neither is in Debian's archive nor on
@@ -65,7 +66,7 @@ sanity units: export ANSIBLE_TEST_CONTENT_ROOT := $(COLL)
 # ansible-playbook's interpreter discovery finds a pyenv shim that fails: pin the venv's python.
 # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE are deliberately left as the environment sets them.
 integration demo bench: export ANSIBLE_PYTHON_INTERPRETER := $(VPY)
-integration demo bench: export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
+integration demo bench: export ANSIBLE_COLLECTIONS_PATH := $(BUILD):$(NETCOLL)
 
 # apt-get install that runs 'apt-get update' only when the first attempt fails.
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o=Dpkg::Use-Pty=0
@@ -86,14 +87,15 @@ exit $$rc
 endef
 
 .PHONY: help venv .venv requirements-freeze collection ansible-test-cache shellcheck-tool integration-packages sanity units \
-	sim-tests integration changelog-lint build test demo bench clean distclean
+	sim-tests integration network-collections changelog-lint build test demo bench clean distclean
 
 help:
 	@echo "make test            sanity + units + sim-tests + integration + changelog-lint + build, one summary line"
 	@echo "make sanity          ansible-test sanity --venv --python $(PYVER) on .build/ansible_collections/qsafe/keyfabric"
 	@echo "make units           ansible-test units --local --python $(PYVER) (tests/unit)"
 	@echo "make sim-tests       pytest tests/qkdsim"
-	@echo "make integration     pytest tests/integration with ANSIBLE_COLLECTIONS_PATH=.build"
+	@echo "make integration     pytest tests/integration with ANSIBLE_COLLECTIONS_PATH=.build:.build/network_collections"
+	@echo "make network-collections   cisco.ios, junipernetworks.junos (+ dependencies) from the pinned ansible wheel"
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make build           ansible-galaxy collection build into .build/dist + tarball check"
 	@echo "make demo | bench    tools/demo.sh | every benchmarks/bench_*.py (results in docs/benchmarks.md)"
@@ -172,7 +174,20 @@ integration-packages:
 	@missing=""; for pkg in $(INTEGRATION_DEBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then echo "integration: installing$$missing (apt)"; $(call apt_install,$$missing); fi
 
-integration: $(VENV_STAMP) collection integration-packages
+# The standard network collections push mode sends configurations through (cisco.ios,
+# junipernetworks.junos and the collections they declare: ansible.netcommon, ansible.utils), for the
+# integration tests. Galaxy is not reachable: they come out of the `ansible` wheel on PyPI pinned with
+# its hash in tools/network_collections.txt, which is never installed (tools/network_collections.py;
+# the wheel is kept in $(BUILD)/cache, so a rerun downloads nothing).
+NETWORK_COLLECTIONS := cisco.ios junipernetworks.junos ansible.netcommon ansible.utils
+network-collections: $(NETCOLL)/.installed.json
+
+$(NETCOLL)/.installed.json: tools/network_collections.txt tools/network_collections.py $(VENV_STAMP)
+	@"$(VPY)" tools/network_collections.py --requirement tools/network_collections.txt --cache "$(BUILD)/cache" \
+	  --dest "$(NETCOLL)" $(NETWORK_COLLECTIONS)
+	@touch "$@"
+
+integration: $(VENV_STAMP) collection integration-packages network-collections
 	@$(call run_pytest,tests/integration,integration)
 
 changelog-lint: $(VENV_STAMP)

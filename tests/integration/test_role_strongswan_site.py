@@ -12,19 +12,14 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import stat
-import subprocess
-import sys
 import textwrap
-import time
 
 import pytest
 
+from charon_support import Charons, join, read, wait_for
 from test_playbooks import ansible_playbook, key_spellings, recap, run_tasks
 
-CHARON = '/usr/lib/ipsec/charon'
-PACKAGES = 'strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins'
 CONNS = os.path.join('swanctl', 'conf.d', 'qsafe-mesh.conf')
 SECRETS = os.path.join('swanctl', 'conf.d', 'qsafe-mesh.secrets.conf')
 
@@ -62,11 +57,6 @@ def assert_no_key_bytes(output, peers):
     for value in secret_values(peers):
         for spelling in key_spellings(value):
             assert spelling not in output, 'key bytes in the output'
-
-
-def read(path):
-    with open(str(path)) as handle:
-        return handle.read()
 
 
 def sections(text):
@@ -220,113 +210,12 @@ def test_bad_input_fails_before_writing_with_a_message_naming_the_field(followup
 # ---------------------------------------------------------------------------------------------
 # real charons
 
-CHARON_CONF = '''\
-charon {
-    load_modular = no
-    load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey sha1 sha2 hmac aes gcm gmp kdf kernel-libipsec kernel-netlink socket-default vici updown
-    plugins {
-        vici {
-            socket = unix://%(dir)s/charon.vici
-        }
-    }
-    filelog {
-        main {
-            path = %(dir)s/charon.log
-            flush_line = yes
-            default = 1
-            ike = 2
-        }
-    }
-}
-swanctl {
-    load = pem pkcs1 pkcs8 x509 pubkey random nonce openssl
-}
-'''
-
-
-class Charon:
-    """One charon in its own mount namespace (a tmpfs over /run for its fixed pid file) and network
-    namespace, with its own strongswan.conf and VICI socket in `directory`."""
-
-    def __init__(self, directory):
-        self.dir = str(directory)
-        os.makedirs(self.dir)
-        self.conf = os.path.join(self.dir, 'strongswan.conf')
-        with open(self.conf, 'w') as handle:
-            handle.write(CHARON_CONF % {'dir': self.dir})
-        self.socket = os.path.join(self.dir, 'charon.vici')
-        self.uri = 'unix://' + self.socket
-        self.log = os.path.join(self.dir, 'charon.log')
-        with open(os.path.join(self.dir, 'charon.out'), 'w') as out:
-            self.process = subprocess.Popen(
-                ['unshare', '--mount', '--net', '--propagation', 'private', 'sh', '-c',
-                 'mount -t tmpfs tmpfs /run && ip link set lo up && exec %s' % CHARON],
-                env=dict(os.environ, STRONGSWAN_CONF=self.conf), stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(self.socket):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail('charon did not start: ' + read(os.path.join(self.dir, 'charon.out')))
-            time.sleep(0.02)
-
-    def netns(self, command):
-        subprocess.run(['nsenter', '-t', str(self.process.pid), '-n', 'sh', '-ec', command], check=True)
-
-    def swanctl(self, *args, swanctl_dir=None):
-        env = dict(os.environ, STRONGSWAN_CONF=self.conf)
-        if swanctl_dir:
-            env['SWANCTL_DIR'] = str(swanctl_dir)
-        done = subprocess.run(['swanctl', args[0], '--uri', self.uri] + list(args[1:]), env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30, check=False)
-        output = done.stdout.decode()
-        assert done.returncode == 0, output
-        return output
-
-    def ike_sas(self):
-        """[(connection, uniqueid, state, ppk)] of the IKE SAs."""
-        raw = self.swanctl('--list-sas', '--raw')
-        return [(m[0], int(m[1]), m[2], ' ppk=yes' in m[3])
-                for m in re.findall(r'(?m)^list-sa event \{(\S+) \{uniqueid=(\d+) version=\d+ state=(\S+)(.*)$', raw)]
-
-    def stop(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-
-
 @pytest.fixture
 def charons(tmp_path):
     """Factory: Charon(name). Skips when strongSwan or unshare is not available."""
-    if not (os.access(CHARON, os.X_OK) and shutil.which('swanctl')):
-        pytest.skip('strongSwan is not installed (Debian packages: %s)' % PACKAGES)
-    for plugin in ('kernel-libipsec', 'openssl', 'gcm', 'vici'):
-        if not os.path.exists('/usr/lib/ipsec/plugins/libstrongswan-%s.so' % plugin):
-            pytest.skip('strongSwan plugin %s is missing (Debian packages: %s)' % (plugin, PACKAGES))
-    if subprocess.run(['unshare', '--mount', '--net', 'true'], check=False).returncode != 0:
-        pytest.skip('unshare --mount --net is not permitted here (needs root)')
-    started = []
-
-    def start(name):
-        started.append(Charon(tmp_path / ('charon-' + name)))
-        return started[-1]
-    yield start
-    for charon in started:
-        charon.stop()
-
-
-def wait_for(condition, what, timeout=10):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, 'timed out waiting for ' + what
-        time.sleep(0.05)
+    started = Charons(tmp_path)
+    yield started.start
+    started.stop()
 
 
 def test_rendered_files_load_into_a_real_charon(rendered, charons):
@@ -377,8 +266,7 @@ MESH_PLAY = '''\
 
 def send_through_tunnel(charon):
     """One UDP datagram from mad-1's inner address to mad-2's (counted by mad-2's CHILD_SA)."""
-    charon.netns('%s -c "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); '
-                 's.bind((\'100.64.0.1\', 0)); s.sendto(b\'ping\', (\'100.64.0.2\', 9))"' % sys.executable)
+    charon.send_udp('100.64.0.1', '100.64.0.2')
 
 
 def test_apply_brings_the_link_up_with_its_ppk_and_rotation_replaces_it(charons, tmp_path):
@@ -386,8 +274,7 @@ def test_apply_brings_the_link_up_with_its_ppk_and_rotation_replaces_it(charons,
     same input changing nothing is the render-mode test's: apply mode adds only handlers and the
     rotation, which run only on a change.)"""
     charon_of = {'mad-1': charons('mad-1'), 'mad-2': charons('mad-2')}
-    subprocess.run(['ip', 'link', 'add', 'qsafe-a', 'netns', str(charon_of['mad-1'].process.pid), 'type', 'veth',
-                    'peer', 'name', 'qsafe-b', 'netns', str(charon_of['mad-2'].process.pid)], check=True)
+    join(charon_of['mad-1'], charon_of['mad-2'], 'qsafe-a', 'qsafe-b')
     for name, number, device in (('mad-1', 1, 'qsafe-a'), ('mad-2', 2, 'qsafe-b')):
         charon_of[name].netns('ip addr add 198.51.100.%d/24 dev %s; ip link set %s up; ip addr add 100.64.0.%d/32 dev lo'
                               % (number, device, device, number))
