@@ -2,7 +2,7 @@
 #
 # Every target sets up what it needs from nothing on a fresh machine of the project's kind
 # (Debian bookworm, Python 3.11, network limited to PyPI / Debian / npm):
-#   make test          everything CI runs (sanity units sim-tests integration changelog-lint build)
+#   make test          everything CI runs (sanity units sim-tests integration molecule changelog-lint build)
 #   make help          the list of targets
 #
 # Offline notes (see also tools/make_get_pip.py):
@@ -43,7 +43,7 @@ SANITY_SKIP := pslint
 SANITY_ARGS ?=
 UNITS_ARGS ?=
 PYTEST_ARGS ?=
-TEST_STEPS := sanity units sim-tests integration changelog-lint build
+TEST_STEPS := sanity units sim-tests integration molecule changelog-lint build
 
 # ~/.ansible (ansible-test's cache and sanity venvs, ansible's tmp) must be writable; fall back to a
 # home inside the build tree when HOME is unset or read-only (e.g. a locked-down CI user).
@@ -59,7 +59,7 @@ export ANSIBLE_INVENTORY_UNPARSED_WARNING := False
 
 # Targets that run the project's tools see the venv first on PATH (so python3.11, ansible-playbook,
 # ansible-test resolve to .venv rather than to pyenv's shims).
-sanity units sim-tests integration changelog-lint build demo bench: export PATH := $(VBIN):$(PATH)
+sanity units sim-tests integration molecule changelog-lint build demo bench: export PATH := $(VBIN):$(PATH)
 # ansible-test finds its content root by walking up from the working directory and would take the
 # repository's .git (where .build/ is ignored, so it would see no files): name the copy explicitly.
 sanity units: export ANSIBLE_TEST_CONTENT_ROOT := $(COLL)
@@ -87,15 +87,16 @@ exit $$rc
 endef
 
 .PHONY: help venv .venv requirements-freeze collection ansible-test-cache shellcheck-tool integration-packages sanity units \
-	sim-tests integration network-collections changelog-lint build test demo bench clean distclean
+	sim-tests integration network-collections molecule changelog-lint build test demo bench clean distclean
 
 help:
-	@echo "make test            sanity + units + sim-tests + integration + changelog-lint + build, one summary line"
+	@echo "make test            sanity + units + sim-tests + integration + molecule + changelog-lint + build, one summary line"
 	@echo "make sanity          ansible-test sanity --venv --python $(PYVER) on .build/ansible_collections/qsafe/keyfabric"
 	@echo "make units           ansible-test units --local --python $(PYVER) (tests/unit)"
 	@echo "make sim-tests       pytest tests/qkdsim"
 	@echo "make integration     pytest tests/integration with ANSIBLE_COLLECTIONS_PATH=.build:.build/network_collections"
 	@echo "make network-collections   cisco.ios, junipernetworks.junos (+ dependencies) from the pinned ansible wheel"
+	@echo "make molecule        molecule test of each role's scenario (roles/*/molecule/default: render, idempotence, verify)"
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make build           ansible-galaxy collection build into .build/dist + tarball check"
 	@echo "make demo | bench    tools/demo.sh | every benchmarks/bench_*.py (results in docs/benchmarks.md)"
@@ -189,6 +190,26 @@ $(NETCOLL)/.installed.json: tools/network_collections.txt tools/network_collecti
 
 integration: $(VENV_STAMP) collection integration-packages network-collections
 	@$(call run_pytest,tests/integration,integration)
+
+# One molecule scenario per role (roles/<role>/molecule/default; default driver, the sites are hosts on
+# the controller): render mode - converge, idempotence (a second converge changes nothing), verify.
+# molecule.yml turns off molecule's prerun and dependency steps, so nothing is downloaded; the roles
+# come from the collection copy. MOLECULE_JOBS scenarios run at a time, each from nothing: its state
+# and rendered files in $(BUILD)/molecule/<role>, its whole output in $(LOGS)/molecule-<role>.log
+# (shown on failure).
+MOLECULE_JOBS ?= 2
+MOLECULE_ARGS ?=
+molecule: export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
+molecule: export ANSIBLE_PYTHON_INTERPRETER := $(VPY)
+molecule: export NO_COLOR := 1
+molecule: $(VENV_STAMP) collection
+	@ls -d roles/*/molecule/default | cut -d/ -f2 | xargs -P $(MOLECULE_JOBS) -I{} bash -c ' \
+	  s0=$$(date +%s); rm -rf "$(BUILD)/molecule/{}"; \
+	  if cd roles/{} && MOLECULE_EPHEMERAL_DIRECTORY="$(BUILD)/molecule/{}" "$(CURDIR)/tools/run_logged.sh" \
+	       "$(LOGS)/molecule-{}.log" "^(WARNING|ERROR|CRITICAL) " molecule test --scenario-name default $(MOLECULE_ARGS); \
+	  then echo "molecule: {} passed ($$(( $$(date +%s) - s0 ))s)"; \
+	  else echo "molecule: {} FAILED (log: $(LOGS)/molecule-{}.log)" >&2; exit 1; fi' \
+	  || { echo "molecule: FAILED" >&2; exit 1; }
 
 changelog-lint: $(VENV_STAMP)
 	@antsibull-changelog lint
