@@ -53,9 +53,9 @@ class SimulatorProcess:
         self.process.send_signal(signum)
         try:
             return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
         finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
             self.process.stdout.close()
             self.process.stderr.close()
