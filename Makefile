@@ -110,12 +110,17 @@ help:
 
 venv .venv: $(VENV_STAMP)
 
+# sslpsk3 (TLS-PSK for Cisco SKIP) is an sdist on PyPI: pip builds it with a C compiler against libssl.
+VENV_BUILD_DEBS := gcc libssl-dev
+
 $(VENV_STAMP): requirements.txt
 	@if ! "$(VPY)" -c 'import sys' >/dev/null 2>&1; then \
 	  $(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v < (3, 14) else "$(PYTHON) is Python %d.%d; ansible-core 2.19 needs 3.11-3.13 (set PYTHON=...)" % v)'; \
 	  echo "venv: creating .venv with $$($(PYTHON) -c 'import sys; print(sys.executable, sys.version.split()[0])')"; \
 	  rm -rf "$(VENV)"; $(PYTHON) -m venv "$(VENV)"; \
 	fi
+	@missing=""; for pkg in $(VENV_BUILD_DEBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then echo "venv: installing$$missing (apt; sslpsk3 builds from source)"; $(call apt_install,$$missing); fi
 	@echo "venv: pip install -r requirements.txt"
 	@"$(VPY)" -m pip install -q -r requirements.txt 2>&1 | { grep -v "^WARNING: Location 'file:///[^']*' is ignored" || true; }
 	@touch "$@"
