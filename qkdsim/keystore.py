@@ -63,16 +63,43 @@ class LinkPool:
         self._lock = threading.Lock()
         self._bits = float(link.pool_capacity_bits * link.initial_fill)
         self._stamp = clock()
+        self.qber = link.qber          # the link's QBER now; the control channel may change it
+        self.held_empty = False        # drained and kept empty by the control channel
+
+    @property
+    def alarmed(self) -> bool:
+        """True while the QBER is above the link's threshold: the link distils no key."""
+        return self.qber > self.link.policy.qber_threshold
 
     def _refill(self) -> None:
         now = self._clock()
-        self._bits = min(float(self.link.pool_capacity_bits),
-                         self._bits + self.link.key_rate_bps * (now - self._stamp))
+        if not self.held_empty:
+            self._bits = min(float(self.link.pool_capacity_bits),
+                             self._bits + self.link.key_rate_bps * (now - self._stamp))
         self._stamp = now
+
+    def drain(self, hold: bool = False) -> int:
+        """Empty the pool (it refills at the key rate, or stays empty while ``hold``); returns the bits dropped."""
+        with self._lock:
+            self._refill()
+            dropped, self._bits = int(self._bits), 0.0
+            self.held_empty = hold
+            return dropped
+
+    def release(self) -> None:
+        """End a hold: the pool refills at the key rate from now on."""
+        with self._lock:
+            self._refill()
+            self.held_empty = False
+
+    def fill(self) -> None:
+        """Fill the pool to its capacity at once (and end any hold)."""
+        with self._lock:
+            self._bits, self._stamp, self.held_empty = float(self.link.pool_capacity_bits), self._clock(), False
 
     def available_bits(self) -> int:
         """Bits the link can deliver now (0 while alarmed)."""
-        if self.link.alarmed:
+        if self.alarmed:
             return 0
         with self._lock:
             self._refill()
@@ -80,18 +107,19 @@ class LinkPool:
 
     def take(self, bits: int) -> None:
         """Consume ``bits`` from the pool, or raise KeyUnavailable and consume nothing."""
-        link = self.link
-        if link.alarmed:
+        link, qber = self.link, self.qber
+        if qber > link.policy.qber_threshold:
             raise KeyUnavailable(
-                f"QKD link {link.link_id} is alarmed: QBER {link.qber} is above the threshold "
+                f"QKD link {link.link_id} is alarmed: QBER {qber} is above the threshold "
                 f"{link.policy.qber_threshold}; no key is distilled",
-                [{"link_id": link.link_id, "qber": link.qber, "qber_threshold": link.policy.qber_threshold}])
+                [{"link_id": link.link_id, "qber": qber, "qber_threshold": link.policy.qber_threshold}])
         with self._lock:
             self._refill()
             available = int(self._bits)
             if bits > available:
+                held = " (held empty)" if self.held_empty else ""
                 raise KeyUnavailable(
-                    f"not enough key on QKD link {link.link_id}: {bits} bits requested, {available} available",
+                    f"not enough key on QKD link {link.link_id}{held}: {bits} bits requested, {available} available",
                     [{"link_id": link.link_id, "requested_bits": bits, "available_bits": available}])
             self._bits -= bits
 
@@ -105,6 +133,10 @@ class KeyStore:
         self._waiting: OrderedDict[str, _WaitingKey] = OrderedDict()
         self._waiting_lock = threading.Lock()
         self._max_waiting = max_waiting
+
+    def pools(self) -> list[LinkPool]:
+        """Every link pool, in topology order."""
+        return list(self._pools.values())
 
     def pool(self, kme_a: str, kme_b: str) -> LinkPool | None:
         """The pool of the QKD link between two KMEs, None if they share no link."""

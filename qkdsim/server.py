@@ -1,8 +1,8 @@
 """The simulated QKD network: one HTTPS ETSI GS QKD 014 server per KME, all in one process.
 
 ``Simulator(state_dir, topology).start()`` creates or reuses the PKI, starts every KME on a free
-loopback port, then writes ``endpoints.json`` (the readiness signal); ``stop()`` removes it and
-closes everything.
+loopback port and the fault control channel (qkdsim.control), then writes ``endpoints.json`` (the
+readiness signal); ``stop()`` removes it and closes everything.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import threading
 from pathlib import Path
 
+from .control import SimulatorControl
 from .etsi014 import Etsi014Api, Etsi014Handler
 from .files import write_atomic
 from .httpd import TlsHttpServer, server_tls_context
@@ -41,6 +42,7 @@ class Simulator:
         self.endpoints_path = self.state_dir / ENDPOINTS_FILE
         self.endpoints: dict | None = None
         self._servers: list[tuple[TlsHttpServer, threading.Thread]] = []
+        self.control: SimulatorControl | None = None   # fault controls (qkdsim.control), while running
 
     def __enter__(self) -> Simulator:
         self.start()
@@ -71,7 +73,9 @@ class Simulator:
                 self._servers.append((server, thread))
                 thread.start()
                 log.info("%s (site %s) serves ETSI GS QKD 014 at %s", site.kme_id, site.id, self._url(server))
-            self.endpoints = self._endpoints_document(pki)
+            self.control = SimulatorControl(self, keystore)
+            self.control.start()
+            self.endpoints = dict(self._endpoints_document(pki), control=self.control.describe())
             write_atomic(self.endpoints_path, json.dumps(self.endpoints, indent=2).encode() + b"\n", 0o644)
         except BaseException:
             self.stop()
@@ -85,6 +89,9 @@ class Simulator:
         if self.endpoints is not None:
             self.endpoints_path.unlink(missing_ok=True)
             self.endpoints = None
+        if self.control is not None:
+            self.control.stop()
+            self.control = None
         # shutdown() waits up to one poll interval per server: ask every server at once, so that a
         # hundred KMEs stop in one interval rather than a hundred.
         stoppers = [threading.Thread(target=server.shutdown, name=f"qkdsim-stop-{server.name}")
