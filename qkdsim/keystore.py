@@ -30,11 +30,19 @@ class Key:
     material: bytes = field(repr=False)
 
 
+def _is_addressed(addressee: str | frozenset[str], sae: str) -> bool:
+    return sae in addressee if isinstance(addressee, frozenset) else sae == addressee
+
+
+def _describe(addressee: str | frozenset[str]) -> str:
+    return f"one of the SAEs {', '.join(sorted(addressee))}" if isinstance(addressee, frozenset) else f"SAE {addressee}"
+
+
 @dataclass(frozen=True)
 class _WaitingKey:
     key: Key
     master: str
-    slave: str
+    slave: str | frozenset[str]
 
 
 class KeyUnavailable(Exception):
@@ -142,8 +150,9 @@ class KeyStore:
         """The pool of the QKD link between two KMEs, None if they share no link."""
         return self._pools.get(frozenset((kme_a, kme_b)))
 
-    def issue(self, pool: LinkPool, master: str, slave: str, number: int, size: int) -> list[Key]:
-        """Take ``number`` keys of ``size`` bits for master and slave; KeyUnavailable if the link cannot."""
+    def issue(self, pool: LinkPool, master: str, slave: str | frozenset[str], number: int, size: int) -> list[Key]:
+        """Take ``number`` keys of ``size`` bits for master and slave (an SAE ID or a set of SAE IDs, any of which
+        may collect each key once); KeyUnavailable if the link cannot."""
         pool.take(number * size)
         length = size // 8
         material = os.urandom(number * length)
@@ -157,8 +166,9 @@ class KeyStore:
                 self._waiting.popitem(last=False)
         return keys
 
-    def deliver(self, slave: str, master: str, key_ids: list[str]) -> list[Key]:
-        """Hand the keys ``key_ids`` to ``slave``, all or none; they must come from ``master``."""
+    def deliver(self, slave: str, master: str | frozenset[str], key_ids: list[str]) -> list[Key]:
+        """Hand the keys ``key_ids`` to ``slave``, all or none; they must come from ``master`` (an SAE ID, or a set
+        of SAE IDs any of which may have issued them). Whatever interface issued a key, it leaves the store once."""
         failures = []
         unauthorized = False
         seen: set[str] = set()
@@ -169,13 +179,20 @@ class KeyStore:
                     failures.append({"key_ID": key_id, "reason": "key_ID requested more than once"})
                 elif waiting is None:
                     failures.append({"key_ID": key_id, "reason": "unknown or already delivered key_ID"})
-                elif waiting.slave != slave:
+                elif not _is_addressed(waiting.slave, slave):
                     unauthorized = True
                     failures.append({"key_ID": key_id, "reason": f"key_ID is not addressed to SAE {slave}"})
-                elif waiting.master != master:
+                elif not _is_addressed(master, waiting.master):
                     unauthorized = True
-                    failures.append({"key_ID": key_id, "reason": f"key_ID was not issued to master SAE {master}"})
+                    failures.append({"key_ID": key_id,
+                                     "reason": f"key_ID was not issued to master {_describe(master)}"})
                 seen.add(key_id)
             if failures:
                 raise DeliveryRefused(failures, unauthorized)
             return [self._waiting.pop(key_id).key for key_id in key_ids]
+
+    def waiting(self, key_id: str) -> tuple[str, str | frozenset[str]] | None:
+        """(master, slave) of a key that waits for its slave, None if there is none with ``key_id``."""
+        with self._waiting_lock:
+            entry = self._waiting.get(key_id)
+        return None if entry is None else (entry.master, entry.slave)

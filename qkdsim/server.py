@@ -19,6 +19,7 @@ from .files import write_atomic
 from .httpd import TlsHttpServer, server_tls_context
 from .keystore import KeyStore
 from .pki import Pki, ensure_pki
+from .skip import SkipApi, SkipHandler, ensure_psks, skip_tls_context
 from .topology import Topology, load_topology
 
 ENDPOINTS_FORMAT = "qkdsim-endpoints/1"
@@ -73,6 +74,8 @@ class Simulator:
                 self._servers.append((server, thread))
                 thread.start()
                 log.info("%s (site %s) serves ETSI GS QKD 014 at %s", site.kme_id, site.id, self._url(server))
+                if "skip" in site.interfaces:
+                    self._start_skip(site, pki, keystore)
             self.control = SimulatorControl(self, keystore)
             self.control.start()
             self.endpoints = dict(self._endpoints_document(pki), control=self.control.describe())
@@ -116,6 +119,25 @@ class Simulator:
             raise SimulatorError(f"{self.state_dir} is in use by a running simulator (pid {pid})")
         self.endpoints_path.unlink(missing_ok=True)
 
+    def _start_skip(self, site, pki: Pki, keystore: KeyStore) -> None:
+        """Serve Cisco SKIP for ``site``'s KME (qkdsim.skip) on its own port, named "<KME>/skip"."""
+        pair = pki.kmes[site.kme_id]
+        tls = skip_tls_context(self._skip_psk_files(site), pair.cert, pair.key, pki.ca.cert)
+        try:
+            server = TlsHttpServer((self.host, 0), SkipHandler, tls, name=f"{site.kme_id}/skip",
+                                   context=SkipApi(site.kme_id, self.topology, keystore))
+        except OSError as exc:
+            raise SimulatorError(f"cannot listen on {self.host}: {exc.strerror or exc}") from exc
+        thread = threading.Thread(target=server.serve_forever, args=(_POLL_INTERVAL,),
+                                  name=f"qkdsim-{site.kme_id}-skip", daemon=True)
+        self._servers.append((server, thread))
+        thread.start()
+        log.info("%s (site %s) serves Cisco SKIP at %s", site.kme_id, site.id, self._url(server))
+
+    def _skip_psk_files(self, site) -> dict:
+        """The SKIP PSK file (0600) of each SAE of ``site``; identities are the SAE IDs."""
+        return ensure_psks(self.state_dir / "skip-psk", list(site.saes))
+
     def _url(self, server: TlsHttpServer) -> str:
         return f"https://{self.host}:{server.port}"
 
@@ -129,13 +151,17 @@ class Simulator:
             "ca_cert": str(pki.ca.cert),
             "kmes": {
                 site.kme_id: {"kme_id": site.kme_id, "site": site.id,
-                              "interfaces": {"etsi014": {"url": urls[site.kme_id]}},
+                              "interfaces": dict({"etsi014": {"url": urls[site.kme_id]}}, **(
+                                  {"skip": {"url": urls[f"{site.kme_id}/skip"], "system_id": site.kme_id}}
+                                  if "skip" in site.interfaces else {})),
                               "etsi014_url": urls[site.kme_id]}
                 for site in topology.sites
             },
             "saes": {
                 sae: {"sae_id": sae, "site": site.id, "kme_id": site.kme_id,
-                      "client_cert": str(pki.saes[sae].cert), "client_key": str(pki.saes[sae].key)}
+                      "client_cert": str(pki.saes[sae].cert), "client_key": str(pki.saes[sae].key),
+                      **({"skip_psk_identity": sae, "skip_psk_file": str(self._skip_psk_files(site)[sae])}
+                         if "skip" in site.interfaces else {})}
                 for site in topology.sites for sae in site.saes
             },
             "sites": {

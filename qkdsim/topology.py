@@ -16,6 +16,8 @@ import yaml
 
 DEFAULT_TOPOLOGY_RESOURCE = "default_topology.yml"
 TECHNOLOGIES = ("DV", "CV")
+INTERFACES = ("etsi014", "etsi004", "skip")
+"""Key-delivery interfaces a KME can serve (a site's ``interfaces``; default: etsi014 only)."""
 
 _SITE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _ENTITY_ID = re.compile(r"[A-Za-z0-9_.-]+")
@@ -45,6 +47,7 @@ class Site:
     location: str
     kme_id: str
     saes: tuple[str, ...]
+    interfaces: tuple[str, ...] = ("etsi014",)
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,7 @@ def _sites(entries: list, source: str) -> tuple[Site, ...]:
     entity_owners: dict[str, str] = {}  # KME and SAE IDs share one namespace (certificate CNs)
     for index, raw in enumerate(entries):
         entry = _Fields(raw, source, f"sites[{index}]")
-        entry.only({"id", "name", "location", "kme_id", "saes"})
+        entry.only({"id", "name", "location", "kme_id", "saes", "interfaces"})
         site_id = entry.identifier("id", _SITE_ID)
         entry.where = f"sites[{index}] ({site_id})"
         if site_id in site_owners:
@@ -218,8 +221,21 @@ def _sites(entries: list, source: str) -> tuple[Site, ...]:
                 raise entry.error(field, f"{entity!r} is already used by {entity_owners[entity]}")
             entity_owners[entity] = entry.where
         sites.append(Site(id=site_id, name=entry.get("name", str, site_id), location=entry.get("location", str, ""),
-                          kme_id=kme_id, saes=tuple(saes)))
+                          kme_id=kme_id, saes=tuple(saes), interfaces=_interfaces(entry)))
     return tuple(sites)
+
+
+def _interfaces(entry: _Fields) -> tuple[str, ...]:
+    """The key-delivery interfaces a site's KME serves: a non-empty list of INTERFACES, no repeats."""
+    interfaces = entry.get("interfaces", list, ["etsi014"])
+    if not interfaces:
+        raise entry.error("interfaces", f"must list at least one of {', '.join(INTERFACES)}")
+    for interface in interfaces:
+        if interface not in INTERFACES:
+            raise entry.error("interfaces", f"unknown interface {interface!r} (known: {', '.join(INTERFACES)})")
+    if len(set(interfaces)) != len(interfaces):
+        raise entry.error("interfaces", f"lists an interface more than once: {interfaces!r}")
+    return tuple(interfaces)
 
 
 def _links(entries: list, source: str, sites: tuple[Site, ...], defaults: KeyPolicy) -> tuple[Link, ...]:
