@@ -36,6 +36,7 @@ DEBIAN_PACKAGES = 'strongswan-charon strongswan-swanctl libcharon-extra-plugins 
 MAX_SITES = 50
 PREFIX_RE = re.compile(r'^[a-z][a-z0-9]{0,11}$')
 STATE_FILE = 'testbed.json'
+MARKER_FILE = '.qsafe-testbed'   # written first: down removes a state directory only when it holds this
 SWANCTL_TIMEOUT = 10
 
 CHARON_CONF = '''\
@@ -225,6 +226,9 @@ class Testbed:
 
     def _save(self):
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        marker = self.path(MARKER_FILE)
+        if not os.path.exists(marker):
+            _write_atomic(marker, 'qsafe.keyfabric testbed %s: playbooks/testbed_down.yml removes this directory\n' % self.prefix)
         _write_atomic(self.state_file, json.dumps(self.state, indent=1, sort_keys=True))
 
     @property
@@ -569,9 +573,11 @@ class Testbed:
                    if record.get('charon_pid') and _alive(record['charon_pid']) and 'charon' in _cmdline(record['charon_pid']))
         for name in namespaces:
             pids.update(netns.pids(name))
-        qkdsim = self.state.get('qkdsim')
-        if qkdsim and _alive(qkdsim['pid']) and qkdsim['state_dir'] in _cmdline(qkdsim['pid']):
-            pids.add(qkdsim['pid'])
+        # the simulator runs in the host namespace: the one recorded, and any started for this state
+        # directory whose record was lost (its command line names the directory)
+        qkdsim_args = '-m qkdsim --state-dir %s ' % self.path('qkdsim')
+        pids.update(pid for pid in (int(entry) for entry in os.listdir('/proc') if entry.isdigit())
+                    if _cmdline(pid).find(qkdsim_args) >= 0)
         pids.discard(os.getpid())
         _terminate(sorted(pids))
         removed['processes'] = sorted(pids)
@@ -582,11 +588,11 @@ class Testbed:
         if left:
             raise TestbedError('could not delete namespaces %s' % ', '.join(left))
         if os.path.isdir(self.state_dir):
-            if os.path.exists(self.state_file) or not os.listdir(self.state_dir):
+            if os.path.exists(self.path(MARKER_FILE)) or not os.listdir(self.state_dir):
                 shutil.rmtree(self.state_dir)
                 removed['state_dir'] = self.state_dir
             else:
-                raise TestbedError('%s has no %s: not removed (not a testbed state directory)' % (self.state_dir, STATE_FILE))
+                raise TestbedError('%s has no %s: not removed (not a testbed state directory)' % (self.state_dir, MARKER_FILE))
         self.state = dict(prefix=self.prefix, core=None, sites={}, qkdsim=None)
         return removed
 

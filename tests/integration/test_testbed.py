@@ -1,0 +1,191 @@
+"""The live testbed end to end with three sites (playbooks/testbed_up.yml, testbed_down.yml, python -m testbed):
+every pair pings through its tunnel with ppk=yes on every IKE SA, a mesh-wide PPK rotation through
+push mode (new IKE SAs with the new PPKs, traffic still flows), a wrong PPK at one end fails only
+that link (AUTHENTICATION_FAILED) while the others stay up, and teardown leaves nothing behind, also
+after a failure halfway and after processes were killed.
+
+Needs root, iproute2 and strongSwan (charon_support.PACKAGES; `make integration` installs them);
+skips, saying which is missing, elsewhere.
+"""
+
+import json
+import os
+import re
+import signal
+
+import pytest
+
+from charon_support import skip_reason as charon_skip_reason
+from conftest import REPO_ROOT, enc_keys_served
+from test_full_mesh import keyed_now
+from test_playbooks import ansible_playbook
+
+UP = os.path.join(REPO_ROOT, 'playbooks', 'testbed_up.yml')
+DOWN = os.path.join(REPO_ROOT, 'playbooks', 'testbed_down.yml')
+SITES = ('site-001', 'site-002', 'site-003')
+LINKS = ['site-001--site-002', 'site-001--site-003', 'site-002--site-003']
+
+
+def _skip_reason():
+    from testbed import skip_reason
+    return skip_reason() or charon_skip_reason()
+
+
+def prefix(tag):
+    """A namespace prefix of this test run (several runs on one machine never collide)."""
+    return 'qt%s%d' % (tag, os.getpid() % 100000)
+
+
+def leftovers(testbed):
+    """Whatever of the testbed still exists: namespaces with its prefix, live recorded processes, its state directory."""
+    status = testbed.status()
+    return dict((key, status[key]) for key in ('namespaces', 'charons', 'qkdsim', 'state_dir') if status[key])
+
+
+def up(state_dir, name_prefix, **extra):
+    rc, output = ansible_playbook(UP, extra_vars=dict(testbed_sites=3, testbed_state_dir=str(state_dir),
+                                                      testbed_prefix=name_prefix, **extra))
+    assert rc == 0, output
+    return output
+
+
+@pytest.fixture(scope='module')
+def testbed(tmp_path_factory):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from testbed import Testbed
+    state_dir = tmp_path_factory.mktemp('testbed') / 'state'
+    name_prefix = prefix('t')
+    output = up(state_dir, name_prefix)
+    bed = Testbed(str(state_dir), name_prefix)
+    try:
+        yield dict(bed=bed, output=output, state_dir=state_dir, prefix=name_prefix)
+    finally:
+        Testbed(str(state_dir), name_prefix).down()
+
+
+def served(bed):
+    manifest = dict(log_file=bed.state['qkdsim']['log_file'])
+    return dict((link, enc_keys_served(manifest, 'SAE-' + link.split('--')[0].upper(), 'SAE-' + link.split('--')[1].upper()))
+                for link in LINKS)
+
+
+def test_up_brings_every_link_up_with_its_ppk_and_traffic_flows(testbed):
+    bed = testbed['bed']
+    assert keyed_now(testbed['output']) == LINKS
+    assert '"verified": true' in testbed['output'], testbed['output']
+    assert sorted(bed.our_namespaces()) == sorted(['%s-core' % testbed['prefix']] + ['%s-%s' % (testbed['prefix'], s) for s in SITES])
+    for site in SITES:
+        sas = bed.ike_sas(site)
+        assert [(sa['peer'], sa['state'], sa['ppk'], sa['child_installed']) for sa in sas] == \
+            [(peer, 'ESTABLISHED', True, True) for peer in SITES if peer != site], (site, sas)
+    result = bed.verify()
+    assert result['ok'], result['problems']
+    assert sorted(result['rtt_ms']) == LINKS
+
+
+def test_rotation_through_push_mode_rekeys_every_link_and_traffic_still_flows(testbed):
+    bed = testbed['bed']
+    before = dict((site, dict((sa['peer'], sa['uniqueid']) for sa in bed.ike_sas(site))) for site in SITES)
+    served_before = served(bed)
+    output = up(testbed['state_dir'], testbed['prefix'], qsafe_mode='push', qsafe_rotate=True)
+    assert keyed_now(output) == LINKS
+    assert all(count > served_before[link] for link, count in served(bed).items())
+    for site in SITES:
+        assert 'rotated with the new PPK: %s' % ', '.join(peer for peer in SITES if peer != site) in output
+        after = dict((sa['peer'], sa['uniqueid']) for sa in bed.ike_sas(site))
+        assert sorted(after) == sorted(before[site]) and all(after[peer] != before[site][peer] for peer in after), (site, before, after)
+    result = bed.verify()
+    assert result['ok'], result['problems']
+
+
+def test_wrong_ppk_at_one_end_fails_only_that_link(testbed):
+    bed = testbed['bed']
+    secrets = os.path.join(bed.swanctl_dir('site-003'), 'conf.d', 'qsafe-mesh.secrets.conf')
+    with open(secrets) as handle:
+        text = handle.read()
+    # site-003's PPK for its link to site-002 replaced by another 256-bit value (never printed)
+    wrong, count = re.subn(r'(ppk-site-002 \{\s*id = \S+\s*secret = 0x)[0-9a-f]+', lambda m: m.group(1) + '5a' * 32, text)
+    assert count == 1
+    with open(secrets, 'w') as handle:
+        handle.write(wrong)
+    bed.swanctl('site-003', '--load-creds', '--noprompt', '--file', os.path.join(bed.swanctl_dir('site-003'), 'swanctl.conf'))
+    bed.swanctl('site-002', '--terminate', '--ike', 'site-003', '--timeout', '10')
+    failed = bed.swanctl('site-002', '--initiate', '--child', 'site-003', '--timeout', '10', check=False)
+    assert failed.returncode != 0
+    assert 'received AUTHENTICATION_FAILED notify error' in bed.charon_log('site-002')
+    replies = bed.ping()
+    assert [pair for pair, rtt in sorted(replies.items()) if rtt is None] == [('site-002', 'site-003')]
+    for site, peer in (('site-001', 'site-002'), ('site-001', 'site-003')):
+        assert [(sa['state'], sa['ppk']) for sa in bed.ike_sas(site) if sa['peer'] == peer] == [('ESTABLISHED', True)]
+    # the right PPK back at site-003: the link comes up again
+    with open(secrets, 'w') as handle:
+        handle.write(text)
+    bed.connect()
+    result = bed.verify()
+    assert result['ok'], result['problems']
+
+
+def test_down_leaves_nothing(testbed):
+    bed = testbed['bed']
+    pids = [bed.state['sites'][site]['charon_pid'] for site in SITES] + [bed.state['qkdsim']['pid']]
+    rc, output = ansible_playbook(DOWN, extra_vars=dict(testbed_state_dir=str(testbed['state_dir']), testbed_prefix=testbed['prefix']))
+    assert rc == 0, output
+    from testbed import Testbed
+    after = Testbed(str(testbed['state_dir']), testbed['prefix'])
+    assert leftovers(after) == {}
+    assert not os.path.exists(str(testbed['state_dir']))
+    assert [pid for pid in pids if os.path.exists('/proc/%d' % pid) and 'Z' not in open('/proc/%d/stat' % pid).read().split(') ')[1][:1]] == []
+    # a second teardown finds nothing and succeeds
+    rc, output = ansible_playbook(DOWN, extra_vars=dict(testbed_state_dir=str(testbed['state_dir']), testbed_prefix=testbed['prefix']))
+    assert rc == 0 and 'changed=0' in output, output
+
+
+def test_down_after_a_failure_halfway_and_killed_processes(tmp_path, monkeypatch):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    import testbed.testbed as testbed_module
+    from testbed import Testbed, TestbedError
+    # up fails after the namespaces exist: the charon binary cannot be run
+    state_dir = tmp_path / 'failed'
+    bed = Testbed(str(state_dir), prefix('f'))
+    monkeypatch.setattr(testbed_module, 'CHARON', '/bin/false')
+    with pytest.raises(TestbedError, match='charon of site-001 did not start'):
+        bed.up_infra(2)
+    assert len(bed.our_namespaces()) == 3
+    bed.down()
+    assert leftovers(bed) == {}
+    monkeypatch.undo()
+    # a running testbed whose charon and simulator were killed, and whose state file was lost
+    state_dir = tmp_path / 'killed'
+    bed = Testbed(str(state_dir), prefix('k'))
+    try:
+        bed.up_infra(2)
+        os.kill(bed.state['sites']['site-001']['charon_pid'], signal.SIGKILL)
+        qkdsim_pid = bed.state['qkdsim']['pid']
+        os.remove(bed.state_file)
+        lost = Testbed(str(state_dir), prefix('k'))
+        assert lost.sites() == [] and len(lost.our_namespaces()) == 3
+        removed = lost.down()
+        assert qkdsim_pid in removed['processes']
+        assert leftovers(lost) == {}
+        assert not os.path.exists(str(state_dir))
+    finally:
+        Testbed(str(state_dir), prefix('k')).down()
+    # the state directory of another testbed is never taken for this one's
+    other = tmp_path / 'other'
+    other.mkdir()
+    (other / 'testbed.json').write_text(json.dumps(dict(prefix='qtother', core=None, sites={}, qkdsim=None)))
+    with pytest.raises(TestbedError, match="belongs to the testbed with prefix 'qtother'"):
+        Testbed(str(other), prefix('k'))
+
+
+def test_python_module_reports_errors_clearly(tmp_path, capsys):
+    from testbed.__main__ import main
+    assert main(['up', '--sites', '1', '--state-dir', str(tmp_path / 's'), '--prefix', 'qtx']) == 1
+    assert 'testbed: up: sites: must be an integer between 2 and 50, got 1' in capsys.readouterr().err
+    assert main(['down', '--state-dir', str(tmp_path / 's'), '--prefix', 'Bad-Prefix']) == 1
+    assert "testbed: down: prefix 'Bad-Prefix': must match" in capsys.readouterr().err
+    assert not os.path.exists(str(tmp_path / 's'))
