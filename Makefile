@@ -59,13 +59,13 @@ export ANSIBLE_INVENTORY_UNPARSED_WARNING := False
 
 # Targets that run the project's tools see the venv first on PATH (so python3.11, ansible-playbook,
 # ansible-test resolve to .venv rather than to pyenv's shims).
-sanity units sim-tests integration molecule changelog-lint build demo bench: export PATH := $(VBIN):$(PATH)
+sanity units sim-tests integration molecule changelog-lint build demo bench testbed testbed-down: export PATH := $(VBIN):$(PATH)
 # ansible-test finds its content root by walking up from the working directory and would take the
 # repository's .git (where .build/ is ignored, so it would see no files): name the copy explicitly.
 sanity units: export ANSIBLE_TEST_CONTENT_ROOT := $(COLL)
 # ansible-playbook's interpreter discovery finds a pyenv shim that fails: pin the venv's python.
 # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE are deliberately left as the environment sets them.
-integration demo bench: export ANSIBLE_PYTHON_INTERPRETER := $(VPY)
+integration demo bench testbed testbed-down: export ANSIBLE_PYTHON_INTERPRETER := $(VPY)
 integration demo bench: export ANSIBLE_COLLECTIONS_PATH := $(BUILD):$(NETCOLL)
 
 # apt-get install that runs 'apt-get update' only when the first attempt fails.
@@ -86,7 +86,7 @@ if [ $$rc -eq 5 ]; then echo "$(2): WARNING: pytest collected no tests under $(1
 exit $$rc
 endef
 
-.PHONY: help venv .venv requirements-freeze collection ansible-test-cache shellcheck-tool integration-packages sanity units \
+.PHONY: help venv .venv requirements-freeze collection ansible-test-cache shellcheck-tool integration-packages sanity units testbed testbed-down \
 	sim-tests integration network-collections molecule changelog-lint build test demo bench clean distclean
 
 help:
@@ -100,6 +100,8 @@ help:
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make build           ansible-galaxy collection build into .build/dist + tarball check"
 	@echo "make demo | bench    tools/demo.sh | every benchmarks/bench_*.py (results in docs/benchmarks.md)"
+	@echo "make testbed         live testbed (root): TESTBED_SITES (5) sites with real charons, keyed, every tunnel verified"
+	@echo "make testbed-down    remove the testbed (namespaces, charons, qkdsim, state directory)"
 	@echo "make venv            .venv from requirements.txt (re-run when it changes)"
 	@echo "make collection      sync the collection copy under .build/"
 	@echo "make requirements-freeze   regenerate requirements.txt from requirements-direct.txt"
@@ -174,8 +176,9 @@ sim-tests: $(VENV_STAMP)
 	@$(call run_pytest,tests/qkdsim,sim-tests)
 
 # Real daemons and parsers the integration tests drive: strongSwan's charon and swanctl (the
-# strongswan_site role's configs are loaded into a real charon), wpa_supplicant (checks MACsec MKA files).
-INTEGRATION_DEBS := strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins wpasupplicant
+# strongswan_site role's configs are loaded into a real charon), wpa_supplicant (checks MACsec MKA files),
+# iproute2 (the testbed's network namespaces, veth pairs and bridge).
+INTEGRATION_DEBS := strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins wpasupplicant iproute2
 integration-packages:
 	@missing=""; for pkg in $(INTEGRATION_DEBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then echo "integration: installing$$missing (apt)"; $(call apt_install,$$missing); fi
@@ -249,6 +252,30 @@ demo: $(VENV_STAMP) collection
 
 bench: $(VENV_STAMP) collection
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; "$(VPY)" "$$script"; done
+
+# ---------------------------------------------------------------------------------------------
+# live testbed (docs/testbed.md; needs root): TESTBED_SITES sites as network namespaces with real
+# charons, keyed and configured by playbooks/full_mesh.yml, every pair checked through its tunnel.
+# TESTBED_ARGS passes more to ansible-playbook, e.g. TESTBED_ARGS='-e qsafe_mode=push'.
+TESTBED_SITES ?= 5
+TESTBED_PREFIX ?= qtb
+TESTBED_STATE_DIR ?= /tmp/qsafe-testbed-$(TESTBED_PREFIX)
+TESTBED_ARGS ?=
+TESTBED_VARS = -e testbed_state_dir=$(TESTBED_STATE_DIR) -e testbed_prefix=$(TESTBED_PREFIX)
+testbed testbed-down: export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
+
+testbed: $(VENV_STAMP) collection integration-packages
+	@mkdir -p $(LOGS); log=$(LOGS)/testbed.log; \
+	if ! ansible-playbook playbooks/testbed_up.yml -e testbed_sites=$(TESTBED_SITES) $(TESTBED_VARS) $(TESTBED_ARGS) >$$log 2>&1; then \
+	  tail -n 40 $$log; echo "testbed: FAILED (log: $$log; clean up with: make testbed-down TESTBED_PREFIX=$(TESTBED_PREFIX))" >&2; exit 1; fi; \
+	sed -n '/TASK \[Testbed up\]/,/^$$/p' $$log
+	@echo "testbed: up ($(TESTBED_STATE_DIR)); remove it with: make testbed-down TESTBED_PREFIX=$(TESTBED_PREFIX)"
+
+testbed-down: $(VENV_STAMP)
+	@mkdir -p $(LOGS); log=$(LOGS)/testbed-down.log; \
+	if ! ansible-playbook playbooks/testbed_down.yml $(TESTBED_VARS) >$$log 2>&1; then \
+	  tail -n 40 $$log; echo "testbed-down: FAILED (log: $$log)" >&2; exit 1; fi; \
+	sed -n '/TASK \[Removed\]/,/^$$/p' $$log
 
 # ---------------------------------------------------------------------------------------------
 
