@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from .control import SimulatorControl
+from .etsi004 import WIRE_FORMATS, Etsi004Api, Etsi004Streams
 from .etsi014 import Etsi014Api, Etsi014Handler
 from .files import write_atomic
 from .httpd import TlsHttpServer, server_tls_context
@@ -43,6 +44,7 @@ class Simulator:
         self.endpoints_path = self.state_dir / ENDPOINTS_FILE
         self.endpoints: dict | None = None
         self._servers: list[tuple[TlsHttpServer, threading.Thread]] = []
+        self._etsi004_streams: tuple[KeyStore, Etsi004Streams] | None = None
         self.control: SimulatorControl | None = None   # fault controls (qkdsim.control), while running
 
     def __enter__(self) -> Simulator:
@@ -76,6 +78,8 @@ class Simulator:
                 log.info("%s (site %s) serves ETSI GS QKD 014 at %s", site.kme_id, site.id, self._url(server))
                 if "skip" in site.interfaces:
                     self._start_skip(site, pki, keystore)
+                if "etsi004" in site.interfaces:
+                    self._start_etsi004(site, tls, keystore)
             self.control = SimulatorControl(self, keystore)
             self.control.start()
             self.endpoints = dict(self._endpoints_document(pki), control=self.control.describe())
@@ -134,6 +138,22 @@ class Simulator:
         thread.start()
         log.info("%s (site %s) serves Cisco SKIP at %s", site.kme_id, site.id, self._url(server))
 
+    def _start_etsi004(self, site, tls, keystore: KeyStore) -> None:
+        """Serve ETSI GS QKD 004 (qkdsim.etsi004, JSON over mutual TLS) for ``site``'s KME, named "<KME>/etsi004"."""
+        if self._etsi004_streams is None or self._etsi004_streams[0] is not keystore:
+            self._etsi004_streams = (keystore, Etsi004Streams())   # one set of streams for the whole network
+        try:
+            server = TlsHttpServer((self.host, 0), WIRE_FORMATS["json"], tls, name=f"{site.kme_id}/etsi004",
+                                   context=Etsi004Api(site.kme_id, self.topology, keystore, self._etsi004_streams[1]))
+        except OSError as exc:
+            raise SimulatorError(f"cannot listen on {self.host}: {exc.strerror or exc}") from exc
+        thread = threading.Thread(target=server.serve_forever, args=(_POLL_INTERVAL,),
+                                  name=f"qkdsim-{site.kme_id}-etsi004", daemon=True)
+        self._servers.append((server, thread))
+        thread.start()
+        log.info("%s (site %s) serves ETSI GS QKD 004 (json) at tls://%s:%d", site.kme_id, site.id, self.host,
+                 server.port)
+
     def _skip_psk_files(self, site) -> dict:
         """The SKIP PSK file (0600) of each SAE of ``site``; identities are the SAE IDs."""
         return ensure_psks(self.state_dir / "skip-psk", list(site.saes))
@@ -153,7 +173,10 @@ class Simulator:
                 site.kme_id: {"kme_id": site.kme_id, "site": site.id,
                               "interfaces": dict({"etsi014": {"url": urls[site.kme_id]}}, **(
                                   {"skip": {"url": urls[f"{site.kme_id}/skip"], "system_id": site.kme_id}}
-                                  if "skip" in site.interfaces else {})),
+                                  if "skip" in site.interfaces else {}), **(
+                                  {"etsi004": {"url": urls[f"{site.kme_id}/etsi004"].replace("https://", "tls://"),
+                                               "wire": "json"}}
+                                  if "etsi004" in site.interfaces else {})),
                               "etsi014_url": urls[site.kme_id]}
                 for site in topology.sites
             },
