@@ -221,6 +221,20 @@ _raw:
       description: With I(previous_key), when that key had taken over from its own predecessor (UNIX time), if it had one.
       type: int
     would_key: {description: "With I(dry_run), the link has no usable stored key and would be keyed.", type: bool}
+    timings_ms:
+      description:
+        - Where the time of keying this link went, in milliseconds (public; no key material). Only for links
+          keyed in this call, not for keys reused from I(key_store) or I(dry_run) results.
+        - C(qkd_master) - the master SAE's C(enc_keys) call to its KME (also when it failed, for example
+          503 or a KME that is down); C(qkd_slave) - the slave SAE's C(dec_keys) call to its own KME.
+        - C(pqc) and C(classical) - the KEM source (the slave's key pair, encapsulation, decapsulation).
+        - C(mix) - the CatKDF combiner at both ends and the key confirmation; C(total) - the whole link,
+          from its first step to the confirmed key; C(store) - writing the key file, with I(key_store).
+        - A phase that did not run (no QKD link between the SAEs) is C(0.0). Delivery of the key to the
+          devices is not included (it is the configuration push that follows).
+        - With I(workers) above 1, links are keyed side by side, so their totals overlap and do not add up.
+      type: dict
+      sample: {qkd_master: 4.1, qkd_slave: 3.8, pqc: 0.4, classical: 0.3, mix: 0.1, total: 8.9, store: 0.6}
 '''
 
 import os
@@ -456,15 +470,18 @@ class LookupModule(LookupBase):
         if plan['dry']:
             return dict(link_id=link['link_id'], master=link['master'], slave=link['slave'], would_key=True, reused=False)
         master, slave = [self._client(clients, plan[end + '_settings']) for end in ('master', 'slave')]
+        timings = {}
         link_key, alarms = key_controller_link(
             link, plan['policy'], master, slave, plan['kem_backend'], classical_backend, plan['kem_algorithm'],
             qkd_key_size=self.get_option('qkd_key_size'), hash_algorithm=self.get_option('hash_algorithm'),
-            length=self.get_option('key_length'), use_qkd=plan['use_qkd'])
+            length=self.get_option('key_length'), use_qkd=plan['use_qkd'], timings=timings)
         record = link_key.public_facts()
         record.update(kem_algorithm=plan['kem_algorithm'], key=link_key.key.hex(), created=int(time.time()), generation=1,
                       alarms=list(record.get('alarms', ())) + alarms)
         if plan['store_path']:
+            started = time.perf_counter()
             record = replace_link_key(plan['store_path'], record, stored)
+            timings['store'] = round((time.perf_counter() - started) * 1000.0, 3)
         for alarm in record['alarms']:
             display.warning('hybrid_key: link %s: %s' % (link['link_id'], alarm))
-        return dict(record, master=link['master'], slave=link['slave'], reused=False)
+        return dict(record, master=link['master'], slave=link['slave'], reused=False, timings_ms=timings)
