@@ -233,3 +233,36 @@ def test_stop_with_a_kme_down_exits_0_and_leaves_nothing(tmp_path, seen_keys):
     assert not (tmp_path / "control.sock").exists() and not simulator.endpoints_file.exists()
     with pytest.raises(ConnectionRefusedError):   # the drop listener is gone too
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_kme_down_takes_every_interface_of_the_kme_down_and_up(tmp_path):
+    """A KME serving more than ETSI 014 (Cisco SKIP, ETSI 004): all its ports close and reopen together."""
+    topology = tmp_path / "interfaces.yml"
+    topology.write_text("sites:\n"
+                        "  - {id: A, interfaces: [etsi014, skip, etsi004]}\n"
+                        "  - {id: B, interfaces: [etsi014, skip, etsi004]}\n"
+                        "links:\n"
+                        "  - {sites: [A, B], technology: DV, key_rate_bps: 51200, pool_capacity_bits: 1048576,"
+                        " initial_fill: 1.0, qber: 0.02}\n")
+    simulator = SimulatorProcess(tmp_path / "state", topology)
+    try:
+        def ports(kme_id: str) -> list[int]:
+            interfaces = simulator.endpoints["kmes"][kme_id]["interfaces"]
+            return sorted(int(entry["url"].rsplit(":", 1)[1]) for entry in interfaces.values())
+
+        def listening(port: int) -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            except ConnectionRefusedError:
+                return False
+            return True
+
+        assert len(ports("KME-A")) == 3, simulator.endpoints["kmes"]["KME-A"]
+        control = ControlClient.for_state_dir(tmp_path / "state")
+        control.kme_down("KME-A")
+        assert [listening(port) for port in ports("KME-A")] == [False, False, False]
+        assert [listening(port) for port in ports("KME-B")] == [True, True, True]
+        control.kme_up("KME-A")
+        assert [listening(port) for port in ports("KME-A")] == [True, True, True]
+    finally:
+        assert simulator.stop() == 0
