@@ -20,9 +20,12 @@ import json
 import os
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.etsi004_client import Etsi004Client
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.etsi014_client import Etsi014Client
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.skip_client import AUTH_MODES as SKIP_AUTH_MODES
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.skip_client import SkipClient, read_psk
 
-INTERFACES = ('etsi014',)
+INTERFACES = ('etsi014', 'etsi004', 'skip')
 ENDPOINTS_FORMAT = 'qkdsim-endpoints/1'
 
 # name -> (argument spec for modules); defaults live here and in the doc fragment only.
@@ -37,7 +40,12 @@ CONNECTION_ARGSPEC = dict(
     timeout=dict(type='float', default=10.0),
     retries=dict(type='int', default=3),
     retry_backoff=dict(type='float', default=0.5),
+    skip_auth=dict(type='str', default='psk', choices=list(SKIP_AUTH_MODES)),
+    skip_psk_identity=dict(type='str'),
+    skip_psk_file=dict(type='path', no_log=False),
+    skip_psk=dict(type='str', no_log=True),
 )
+SKIP_OPTIONS = ('skip_auth', 'skip_psk_identity', 'skip_psk_file', 'skip_psk')
 
 
 def connection_argument_spec():
@@ -123,6 +131,8 @@ def resolve_connection(options, sae_id=None, manifest=None):
         settings[name] = options.get(name)
     for name in ('timeout', 'retries', 'retry_backoff'):
         settings[name] = options.get(name)
+    if interface == 'skip':
+        return _resolve_skip(options, settings, manifest)
 
     endpoints_file = options.get('endpoints_file')
     if endpoints_file and any(settings[name] is None for name in ('kme_url', 'client_cert', 'client_key', 'ca_cert')):
@@ -157,10 +167,69 @@ def resolve_connection(options, sae_id=None, manifest=None):
     return settings
 
 
+def _resolve_skip(options, settings, manifest=None):
+    """resolve_connection for Cisco SKIP: a PSK (identity and key) or mutual TLS; peers' system IDs."""
+    for name in SKIP_OPTIONS:
+        settings[name] = options.get(name)
+    system_ids = {}
+    sae_id, endpoints_file = settings['sae_id'], options.get('endpoints_file')
+    if endpoints_file:
+        manifest = manifest or load_endpoints(endpoints_file)
+        sae = manifest['saes'].get(sae_id) if sae_id else None
+        if not isinstance(sae, dict):
+            raise KeyDeliveryError('SAE %s is not in endpoints_file %s (known: %s)' % (
+                sae_id, endpoints_file, ', '.join(sorted(manifest['saes'])) or 'none'), kind='config')
+        kmes = manifest['kmes']
+        skip = ((kmes.get(sae.get('kme_id')) or {}).get('interfaces') or {}).get('skip') or {}
+        if settings['kme_url'] is None and not skip.get('url'):
+            raise KeyDeliveryError('KME %s in endpoints_file %s does not serve interface skip'
+                                   % (sae.get('kme_id'), endpoints_file), kind='config')
+        fill = dict(kme_url=skip.get('url'), client_cert=sae.get('client_cert'), client_key=sae.get('client_key'),
+                    ca_cert=manifest.get('ca_cert'), skip_psk_identity=sae.get('skip_psk_identity'),
+                    skip_psk_file=sae.get('skip_psk_file'))
+        for name, value in fill.items():
+            if settings[name] is None:
+                settings[name] = value
+        for peer, entry in manifest['saes'].items():
+            interfaces = (kmes.get(entry.get('kme_id')) or {}).get('interfaces') or {}
+            system_ids[peer] = (interfaces.get('skip') or {}).get('system_id') or entry.get('kme_id')
+    settings['remote_system_ids'] = tuple(sorted(system_ids.items()))  # hashable: callers key clients by settings
+    if settings['skip_psk_identity'] is None:
+        settings['skip_psk_identity'] = sae_id
+    if settings['skip_auth'] == 'mtls':
+        required = ('kme_url', 'client_cert', 'client_key', 'ca_cert')
+    else:
+        required = ('kme_url', 'skip_psk_identity')
+        if not settings['skip_psk'] and not settings['skip_psk_file']:
+            required += ('skip_psk_file',)
+    missing = [name for name in required if not settings.get(name)]
+    if missing:
+        raise KeyDeliveryError('missing connection option%s %s for SKIP (skip_auth %s): give %s, or endpoints_file '
+                               'and sae_id' % ('s' if len(missing) > 1 else '', ', '.join(missing),
+                                               settings['skip_auth'], ' and '.join(missing)), kind='config')
+    for name in ('client_cert', 'client_key', 'ca_cert', 'skip_psk_file'):
+        if settings.get(name):
+            settings[name] = os.path.expanduser(settings[name])
+    return settings
+
+
 def open_client(settings, warn=None):
     """The key-delivery client for resolved ``settings`` (see resolve_connection)."""
+    if settings['interface'] == 'skip':
+        psk = None
+        if settings['skip_auth'] == 'psk':
+            psk = read_psk(settings['skip_psk_file'], settings['skip_psk'])
+        return SkipClient(settings['kme_url'], auth=settings['skip_auth'], psk_identity=settings['skip_psk_identity'],
+                          psk=psk, client_cert=settings['client_cert'], client_key=settings['client_key'],
+                          ca_cert=settings['ca_cert'], remote_system_ids=dict(settings['remote_system_ids']),
+                          timeout=settings['timeout'], retries=settings['retries'],
+                          retry_backoff=settings['retry_backoff'], warn=warn)
     if settings['interface'] == 'etsi014':
         return Etsi014Client(settings['kme_url'], settings['client_cert'], settings['client_key'],
+                             settings['ca_cert'], timeout=settings['timeout'], retries=settings['retries'],
+                             retry_backoff=settings['retry_backoff'], warn=warn)
+    if settings['interface'] == 'etsi004':
+        return Etsi004Client(settings['kme_url'], settings['sae_id'], settings['client_cert'], settings['client_key'],
                              settings['ca_cert'], timeout=settings['timeout'], retries=settings['retries'],
                              retry_backoff=settings['retry_backoff'], warn=warn)
     raise KeyDeliveryError('interface %s has no client' % settings['interface'], kind='config')
