@@ -47,6 +47,10 @@ def main(argv=None):
         sys.stderr.write('testbed: %s: %s\n' % (args.command, error))
         return 1
     result['seconds'] = round(time.perf_counter() - started, 3)
+    if args.command in ('up', 'connect'):
+        # one line per step for the measurements (benchmarks/bench_testbed.py); public data only
+        with open(testbed.path('runs.jsonl'), 'a') as handle:
+            handle.write(json.dumps(dict(result, command=args.command, time=time.time()), sort_keys=True) + '\n')
     json.dump(result, sys.stdout, indent=1, sort_keys=True)
     sys.stdout.write('\n')
     return 0 if result.get('ok', True) else 1
