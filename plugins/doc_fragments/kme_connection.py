@@ -15,9 +15,16 @@ options:
     description:
       - The key-delivery interface the KME speaks.
       - C(etsi014) is ETSI GS QKD 014 v1.1.1 (REST over HTTPS with mutual TLS).
+      - C(etsi004) is ETSI GS QKD 004 v2.1.1 (OPEN_CONNECT, GET_KEY, CLOSE) in the JSON dialect over
+        TLS with mutual certificates; I(kme_url) is C(tls://<host>:<port>) and I(sae_id) is required
+        (it names this SAE in OPEN_CONNECT). A key's ID is the key_ID the KMEs gave it; the slave opens
+        a stream with that ID as key_stream_ID and reads index 0, so an C(etsi004) end and an
+        C(etsi014) end share keys.
+      - In a mesh each site may use its own interface (C(qsafe_site_key_interface)); the two ends of a
+        link need not use the same one.
     type: str
     default: etsi014
-    choices: [etsi014]
+    choices: [etsi014, etsi004, skip]
   sae_id:
     description:
       - The ID of the secure application entity (SAE) this connection acts as.
@@ -28,7 +35,7 @@ options:
   kme_url:
     description:
       - Base URL of the KME, for example C(https://kme-a.example.net:8443). The ETSI 014
-        path C(/api/v1/keys/) is appended by the client.
+        path C(/api/v1/keys/) is appended by the client. For C(etsi004), C(tls://<host>:<port>).
       - Taken from I(endpoints_file) when not given.
     type: str
   client_cert:

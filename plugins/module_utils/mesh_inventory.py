@@ -20,6 +20,8 @@ import ipaddress
 import itertools
 
 PLATFORMS = ('ios_xe', 'junos', 'linux')
+# Key-delivery interfaces a site may fetch its QKD keys with (qsafe_site_key_interface; kme_connection.INTERFACES).
+KEY_INTERFACES = ('etsi014', 'etsi004', 'skip')
 DEFAULT_CIPHER_SUITE = 'gcm-aes-xpn-256'
 LINK_TYPES = ('ipsec', 'macsec', 'ipsec+macsec')  # ipsec+macsec: both, each with its own secret
 # Which link types each platform's roles render.
@@ -58,7 +60,11 @@ def _site(name, hostvars):
                 underlay_ip=_ip(name, 'qsafe_site_underlay_ip', hostvars['qsafe_site_underlay_ip']),
                 tunnel_ip=_ip(name, 'qsafe_site_tunnel_ip', hostvars['qsafe_site_tunnel_ip']),
                 dmvpn_role=hostvars.get('qsafe_site_dmvpn_role', 'spoke'),
-                macsec_interfaces=dict(hostvars.get('qsafe_site_macsec_interfaces') or {}))
+                macsec_interfaces=dict(hostvars.get('qsafe_site_macsec_interfaces') or {}),
+                key_interface=hostvars.get('qsafe_site_key_interface'))
+    if site['key_interface'] is not None and site['key_interface'] not in KEY_INTERFACES:
+        raise MeshInventoryError('site %s: qsafe_site_key_interface must be one of %s, got %r'
+                                 % (name, ', '.join(KEY_INTERFACES), site['key_interface']))
     if site['dmvpn_role'] not in ('hub', 'spoke'):
         raise MeshInventoryError('site %s: qsafe_site_dmvpn_role must be hub or spoke, got %r' % (name, site['dmvpn_role']))
     return site
@@ -142,12 +148,25 @@ def plan_mesh(site_names, hostvars, mesh):
         link.update(link_id=link_id, sites=[first, second], master_site=first, slave_site=second,
                     master=sites[first]['sae_id'], slave=sites[second]['sae_id'])
         links.append(link)
-    keying = [dict((k, link[k]) for k in KEYING_FIELDS if k in link) for link in links]
+    keying = [_keying_terms(link, sites) for link in links]
     return dict(name=mesh.get('name', 'qsafe-mesh'), sites=sites, links=links, keying=keying,
                 hubs=[dict(name=site['name'], tunnel_ip=site['tunnel_ip'], underlay_ip=site['underlay_ip'])
                       for site in sites.values() if site['platform'] == 'ios_xe' and site['dmvpn_role'] == 'hub'],
                 nhrp_network_id=mesh.get('nhrp_network_id', 100), tunnel_mask=mesh.get('tunnel_mask', '255.255.255.0'),
                 cipher_suite=mesh.get('cipher_suite', DEFAULT_CIPHER_SUITE))
+
+
+def _keying_terms(link, sites):
+    """The hybrid_key lookup term of ``link``. An end whose site names its key-delivery interface
+    (qsafe_site_key_interface) is ``{sae_id, interface}``, so each end fetches its QKD key over its own
+    interface (the master's new key over one, the slave's key-by-ID over another); otherwise its SAE ID,
+    and the lookup's ``interface`` option applies."""
+    term = dict((k, link[k]) for k in KEYING_FIELDS if k in link)
+    for end in ('master', 'slave'):
+        interface = sites[link[end + '_site']]['key_interface']
+        if interface is not None:
+            term[end] = dict(sae_id=link[end], interface=interface)
+    return term
 
 
 def site_config(plan, site, secrets):

@@ -137,3 +137,24 @@ def test_linux_macsec_needs_a_suite_wpa_supplicant_has():
         plan(sites=('a', 'c'), hostvars=hostvars, link_defaults=dict(type='macsec'))
     assert 'site c (linux, wpa_supplicant) cannot run the XPN suite' in str(err.value)
     assert plan(sites=('a', 'c'), hostvars=hostvars, link_defaults=dict(type='macsec'), cipher_suite='gcm-aes-256')['links']
+
+
+def test_each_end_keys_over_its_own_sites_interface():
+    hostvars = copy.deepcopy(SITES)
+    hostvars['a']['qsafe_site_key_interface'] = 'etsi004'
+    hostvars['c']['qsafe_site_key_interface'] = 'etsi014'
+    result = plan(hostvars=hostvars)
+    assert [result['sites'][name]['key_interface'] for name in 'abc'] == ['etsi004', None, 'etsi014']
+    keying = dict((term['link_id'], term) for term in result['keying'])
+    assert keying['a--b']['master'] == dict(sae_id='SAE-A', interface='etsi004')
+    assert keying['a--b']['slave'] == 'SAE-B'  # not set: the lookup's interface option applies
+    assert keying['a--c']['slave'] == dict(sae_id='SAE-C', interface='etsi014')
+    assert keying['b--c']['master'] == 'SAE-B'
+
+
+def test_an_unknown_key_interface_is_named():
+    hostvars = copy.deepcopy(SITES)
+    hostvars['b']['qsafe_site_key_interface'] = 'etsi015'
+    with pytest.raises(MeshInventoryError) as err:
+        plan(hostvars=hostvars)
+    assert "site b: qsafe_site_key_interface must be one of etsi014, etsi004, skip, got 'etsi015'" in str(err.value)
