@@ -20,6 +20,13 @@ options:
         (it names this SAE in OPEN_CONNECT). A key's ID is the key_ID the KMEs gave it; the slave opens
         a stream with that ID as key_stream_ID and reads index 0, so an C(etsi004) end and an
         C(etsi014) end share keys.
+      - C(skip) is Cisco SKIP (Secure Key Integration Protocol) - GET C(/key) and C(/key/{keyId}) over
+        TLS 1.2 with a pre-shared key (I(skip_psk_identity) and I(skip_psk_file) or I(skip_psk)), as IOS-XE
+        routers use it, or over mutual TLS (I(skip_auth=mtls)); I(kme_url) is C(https://<host>:<port>).
+        SKIP names systems (KMEs) rather than SAEs; with I(endpoints_file) a peer SAE is mapped to the
+        system ID of its KME; without it, give the peer's system ID where a peer SAE ID is asked for.
+        SKIP reports no key counts (C(stored_key_count) is -1). Key IDs are hex; an ETSI 014 key_ID (a
+        UUID) is asked for without its dashes, so a C(skip) end and an C(etsi014) end share keys.
       - In a mesh each site may use its own interface (C(qsafe_site_key_interface)); the two ends of a
         link need not use the same one.
     type: str
@@ -55,6 +62,32 @@ options:
         Environment variables such as C(REQUESTS_CA_BUNDLE) are ignored on purpose.
       - Taken from I(endpoints_file) when not given.
     type: path
+  skip_auth:
+    description:
+      - How a C(skip) connection authenticates. C(psk) is TLS 1.2 with the PSK cipher suites IOS-XE uses
+        (PSK and DHE-PSK with AES-256 and SHA-384); C(mtls) is mutual TLS with I(client_cert),
+        I(client_key) and I(ca_cert).
+      - Only for I(interface=skip).
+    type: str
+    default: psk
+    choices: [psk, mtls]
+  skip_psk_identity:
+    description:
+      - The TLS-PSK identity of this SAE at its SKIP KME. Defaults to I(sae_id); taken from
+        I(endpoints_file) when not given.
+      - Only for I(interface=skip) with I(skip_auth=psk).
+    type: str
+  skip_psk_file:
+    description:
+      - Path to a file that holds the TLS-PSK as hex (at least 16 bytes). Only the path is passed around;
+        keep the file mode 0600. Taken from I(endpoints_file) when not given.
+      - Only for I(interface=skip) with I(skip_auth=psk).
+    type: path
+  skip_psk:
+    description:
+      - The TLS-PSK itself, as hex. A secret (never logged); prefer I(skip_psk_file).
+      - Only for I(interface=skip) with I(skip_auth=psk); takes precedence over I(skip_psk_file).
+    type: str
   endpoints_file:
     description:
       - Path to an endpoints manifest (format C(qkdsim-endpoints/1)), as written by the
@@ -82,6 +115,7 @@ options:
     default: 0.5
 requirements:
   - requests (on the host that talks to the KME)
+  - sslpsk3 (for I(interface=skip) with I(skip_auth=psk); Python 3.11's ssl has no TLS-PSK callbacks)
 '''
 
     # Where plugins (the hybrid_key lookup) also read these options from.
@@ -167,4 +201,27 @@ options:
         key: retry_backoff
     vars:
       - name: qsafe_retry_backoff
+  skip_auth:
+    env:
+      - name: QSAFE_SKIP_AUTH
+    ini:
+      - section: qsafe_keyfabric
+        key: skip_auth
+    vars:
+      - name: qsafe_skip_auth
+  skip_psk_identity:
+    env:
+      - name: QSAFE_SKIP_PSK_IDENTITY
+    vars:
+      - name: qsafe_skip_psk_identity
+  skip_psk_file:
+    env:
+      - name: QSAFE_SKIP_PSK_FILE
+    vars:
+      - name: qsafe_skip_psk_file
+  skip_psk:
+    env:
+      - name: QSAFE_SKIP_PSK
+    vars:
+      - name: qsafe_skip_psk
 '''
