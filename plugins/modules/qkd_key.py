@@ -211,7 +211,7 @@ def get_keys(module):
             result['changed'] = True
             if params['role'] == 'master':
                 status = client.status(params['peer_sae_id'])
-                if status['stored_key_count'] < params['number']:
+                if 0 <= status['stored_key_count'] < params['number']:  # -1: the interface reports no count (SKIP)
                     module.warn('the KME holds %d keys for %s now; %d would be asked for'
                                 % (status['stored_key_count'], params['peer_sae_id'], params['number']))
             keys = None
