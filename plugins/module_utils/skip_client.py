@@ -18,6 +18,10 @@ map is taken to be a system ID itself.
 * ``get_new_keys(slave)``  -> GET /key?remoteSystemID=<slave's system>&size=, once per key.
 * ``get_keys_by_id(master, ids)`` -> GET /key/{id}?remoteSystemID=<master's system> per key ID.
 
+Key IDs: a 32-hex-digit keyId (128 bits) is reported in UUID form, and a UUID is asked for as 32 hex
+digits, so a link whose two ends use different interfaces (ETSI 014 at one, SKIP at the other) names its
+key the same way at both ends.
+
 Retries follow etsi014_client: only when the KME surely handed out nothing (connection not made,
 or HTTP 503); a key request whose answer may have been lost is never repeated, and the error
 says ``consumed``. Python 3.11's ssl has no PSK callbacks: sslpsk3 adds them.
@@ -97,6 +101,14 @@ def skip_key_id(key_id):
     if isinstance(key_id, str) and _HEX.match(key_id):
         return key_id
     raise KeyDeliveryError('SKIP key IDs are hex strings, got %s' % _text(key_id), kind='bad_request')
+
+
+def contract_key_id(key_id):
+    """The key ID a SKIP keyId is reported under: 32 hex digits (128 bits) in UUID form, the form ETSI 014 and
+    004 key_IDs take, so both ends of a link whose other end speaks another interface agree on it; else as given."""
+    if len(key_id) == 32:
+        return '%s-%s-%s-%s-%s' % (key_id[:8], key_id[8:12], key_id[12:16], key_id[16:20], key_id[20:])
+    return key_id
 
 
 def _text(value):
@@ -228,8 +240,7 @@ class SkipClient(KeyDeliveryClient):
             except KeyDeliveryError as exc:
                 if keys:
                     exc.consumed = True
-                    exc.message = exc.args[0] + ('; the %d key(s) received before this one are dropped and used up '
-                                                 'on the KME' % len(keys))
+                    exc.message += '; the %d key(s) received before this one are dropped and used up on the KME' % len(keys)
                     exc.args = (exc.message,)
                 raise
         return keys
@@ -245,9 +256,19 @@ class SkipClient(KeyDeliveryClient):
         keys = []
         for key_id in key_ids:
             wanted = skip_key_id(key_id)
-            key = self._key('key by ID', '/key/%s?remoteSystemID=%s' % (wanted, remote), None)
-            if key.key_id.lower() != wanted.lower():
-                raise self._protocol_error('key by ID', 'asked for keyId %s, got another' % wanted, consumed=True)
+            try:
+                key = self._key('key by ID', '/key/%s?remoteSystemID=%s' % (wanted, remote), None)
+                if skip_key_id(key.key_id).lower() != wanted.lower():
+                    raise self._protocol_error('key by ID', 'asked for keyId %s, got another' % wanted, consumed=True)
+            except KeyDeliveryError as exc:
+                message = 'key ID %s: %s' % (key_id, exc.message)
+                if keys:
+                    exc.consumed = True
+                    message += ('; the %d key(s) delivered before this one are dropped and will not be delivered '
+                                'again' % len(keys))
+                exc.message = message
+                exc.args = (message,)
+                raise
             keys.append(QKDKey(key_id, key.key))
         return keys
 
@@ -273,7 +294,7 @@ class SkipClient(KeyDeliveryClient):
             raise self._protocol_error(operation, 'keyId is not hex', consumed=True)
         if not _HEX.match(body['key']):
             raise self._protocol_error(operation, 'the key of keyId %s is not hex' % body['keyId'], consumed=True)
-        key = QKDKey(body['keyId'], bytes.fromhex(body['key']))
+        key = QKDKey(contract_key_id(body['keyId'].lower()), bytes.fromhex(body['key']))
         if size is not None and key.size != size:
             raise self._protocol_error(operation, 'key %s is %d bits long, not %d' % (key.key_id, key.size, size),
                                        consumed=True)

@@ -88,11 +88,21 @@ def test_etsi014_master_and_skip_slave_share_the_link_key_stream(skip_sim):
     assert err.value.kind == 'bad_request' and 'already delivered' in str(err.value)
 
 
+def test_skip_master_and_etsi014_slave_agree_on_the_key_id(skip_sim):
+    with client_for(skip_sim, MASTER) as master, client_for(skip_sim, SLAVE, interface='etsi014') as slave014:
+        (key,) = master.get_new_keys(SLAVE)
+        (got,) = slave014.get_keys_by_id(MASTER, [key.key_id])
+    assert got.key_id == key.key_id and len(key.key_id) == 36 and kcvs([got]) == kcvs([key])
+
+
 def test_unknown_key_id_is_named(skip_sim):
     with client_for(skip_sim, SLAVE) as slave:
         with pytest.raises(KeyDeliveryError) as err:
             slave.get_keys_by_id(MASTER, ['ab' * 16])
         assert err.value.kind == 'bad_request' and 'ab' * 16 in str(err.value)
+        with pytest.raises(KeyDeliveryError) as err:
+            slave.get_keys_by_id(MASTER, ['ab' * 20])
+        assert err.value.kind == 'bad_request' and 'keyId: must be 32 hex digits' in str(err.value)
         with pytest.raises(KeyDeliveryError) as err:
             slave.get_keys_by_id(MASTER, ['not a key id'])
     assert err.value.kind == 'bad_request' and 'hex' in str(err.value)
@@ -247,10 +257,10 @@ def test_skip_qkd_and_the_collection_key_one_link_both_ways(skip_sim):
     assert key_check_value(got.key) == key_check_value(bytes.fromhex(new['key']))
     with client_for(skip_sim, MASTER) as master:
         (key,) = master.get_new_keys(SLAVE)
-    fetched = skip_qkd_client(skip_sim, SLAVE).fetch_key_by_id(key.key_id, 'KME-A')
+    fetched = skip_qkd_client(skip_sim, SLAVE).fetch_key_by_id(key.key_id.replace('-', ''), 'KME-A')
     assert key_check_value(bytes.fromhex(fetched['key'])) == key_check_value(key.key)
     with pytest.raises(RuntimeError, match='404'):
-        skip_qkd_client(skip_sim, SLAVE_2).fetch_key_by_id(key.key_id, 'KME-A')
+        skip_qkd_client(skip_sim, SLAVE_2).fetch_key_by_id(key.key_id.replace('-', ''), 'KME-A')
 
 
 def test_skip_qkd_psk_only_mode_cannot_connect_with_python_ssl(skip_sim):
