@@ -86,11 +86,13 @@ class JsonLineWire:
         self.host, self.port, self.tls, self.timeout = host, port, tls_context, timeout
         self._sock = None
         self._reader = None
+        self._fresh = False
 
     def call(self, command, data, wait=0.0):
         """Send one request, return the answer (a dict). Raises _Unsent or _Lost."""
         if self._sock is None:
             self._connect()
+        fresh, self._fresh = self._fresh, False
         line = json.dumps({'command': command, 'data': data}).encode('utf-8') + b'\n'
         try:
             self._sock.settimeout(self.timeout + wait)
@@ -101,7 +103,15 @@ class JsonLineWire:
             raise _Lost('timeout', 'the KME did not answer within %s s' % (self.timeout + wait))
         except (ssl.SSLError, OSError) as exc:
             self.close()
+            if isinstance(exc, ssl.SSLError) and 'ALERT' in str(exc).upper():
+                # TLS 1.3: a refused client certificate shows on the first read; the KME took no request.
+                raise _Unsent('tls', _tls_reason(exc))
+            if fresh:
+                raise _Lost('tls', _tls_reason(exc))
             raise _Lost('timeout', 'the connection to the KME broke before its answer arrived (%s)' % _name(exc))
+        if not answer and fresh:
+            self.close()   # closed before the first answer of a new connection: the handshake was refused
+            raise _Lost('tls', _tls_reason(ConnectionResetError('EOF before the first answer')))
         if not answer.endswith(b'\n'):
             self.close()
             raise _Lost('protocol' if answer else 'timeout', 'the KME closed the connection before its answer '
@@ -128,7 +138,7 @@ class JsonLineWire:
         except (ssl.SSLError, OSError) as exc:
             raw.close()
             raise _Unsent('tls', _tls_reason(exc))
-        self._sock, self._reader = sock, sock.makefile('rb')
+        self._sock, self._reader, self._fresh = sock, sock.makefile('rb'), True
 
     def close(self):
         if self._sock is not None:
@@ -157,7 +167,7 @@ def _tls_reason(exc):
     if 'CERTIFICATE_VERIFY_FAILED' in upper:
         return ("TLS handshake failed: the KME's server certificate does not verify against ca_cert (CA mismatch, "
                 "wrong host name, or expired server certificate): %s" % text)
-    if 'ALERT' in upper or 'EOF' in upper or 'RESET' in upper:
+    if 'ALERT' in upper or 'EOF' in upper or 'RESET' in upper or 'BROKENPIPE' in upper:
         return ('TLS handshake failed: the KME rejected the client certificate (expired, revoked, or not issued by '
                 'a CA the KME trusts): %s' % text)
     return 'TLS failure: %s' % text
