@@ -198,9 +198,9 @@ def markdown(results):
     for row in results['runs']:
         add = row.get('addition')
         if add:
-            lines.append('| %d | %.2f | %.2f | %d | %s | %s |' % (row['sites'], add['seconds'], add['phases_s']['keying'],
-                                                                 len(add['keyed_now'] or []), add['only_new_links_keyed'],
-                                                                 add['existing_sas_kept']))
+            values = (row['sites'], add['seconds'], add['phases_s']['keying'], len(add['keyed_now'] or []),
+                      add['only_new_links_keyed'], add['existing_sas_kept'])
+            lines.append('| %d | %.2f | %.2f | %d | %s | %s |' % values)
     return '\n'.join(lines)
 
 

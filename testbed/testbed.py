@@ -426,8 +426,8 @@ class Testbed:
         done = subprocess.run(['swanctl', args[0], '--uri', self.vici_uri(site)] + list(args[1:]), env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
         if check and done.returncode != 0:
-            raise TestbedError('%s: swanctl %s failed (exit %d): %s' % (site, ' '.join(args), done.returncode,
-                                                                         done.stdout.strip()[-400:]))
+            raise TestbedError('%s: swanctl %s failed (exit %d): %s'
+                               % (site, ' '.join(args), done.returncode, done.stdout.strip()[-400:]))
         return done
 
     def ike_sas(self, site):
@@ -467,8 +467,8 @@ class Testbed:
         """``swanctl --load-all`` of each site's swanctl files into its charon, all sites in parallel."""
         sites = list(sites or self.sites())
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(sites))) as pool:
-            list(pool.map(lambda site: self.swanctl(site, '--load-all', '--noprompt', '--file',
-                                                     os.path.join(self.swanctl_dir(site), 'swanctl.conf')), sites))
+            list(pool.map(lambda site: self.swanctl(
+                site, '--load-all', '--noprompt', '--file', os.path.join(self.swanctl_dir(site), 'swanctl.conf')), sites))
 
     def initiate(self, workers=16):
         """Start every link that has no IKE SA at its initiator (the site whose name sorts first), all in

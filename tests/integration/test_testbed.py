@@ -57,18 +57,20 @@ def testbed(tmp_path_factory):
     from testbed import Testbed
     state_dir = tmp_path_factory.mktemp('testbed') / 'state'
     name_prefix = prefix('t')
-    output = up(state_dir, name_prefix)
-    bed = Testbed(str(state_dir), name_prefix)
     try:
-        yield dict(bed=bed, output=output, state_dir=state_dir, prefix=name_prefix)
+        output = up(state_dir, name_prefix)
+        yield dict(bed=Testbed(str(state_dir), name_prefix), output=output, state_dir=state_dir, prefix=name_prefix)
     finally:
         Testbed(str(state_dir), name_prefix).down()
 
 
 def served(bed):
     manifest = dict(log_file=bed.state['qkdsim']['log_file'])
-    return dict((link, enc_keys_served(manifest, 'SAE-' + link.split('--')[0].upper(), 'SAE-' + link.split('--')[1].upper()))
-                for link in LINKS)
+    counts = {}
+    for link in LINKS:
+        master, slave = link.split('--')
+        counts[link] = enc_keys_served(manifest, 'SAE-' + master.upper(), 'SAE-' + slave.upper())
+    return counts
 
 
 def test_up_brings_every_link_up_with_its_ppk_and_traffic_flows(testbed):
