@@ -1,0 +1,293 @@
+#!/usr/bin/env python
+"""Turn benchmarks/results/testbed_faults.json (bench_testbed_faults.py) into tables and plots.
+
+Writes docs/img/testbed-key-latency.svg (per-link key-distribution latency by phase against N),
+docs/img/testbed-lookup-wall.svg (one hybrid_key call for the whole mesh against the number of
+links) and the measured-results section of docs/testbed.md, between the markers
+``<!-- testbed-faults:start -->`` and ``<!-- testbed-faults:end -->`` (the rest of the page is
+left as it is). The SVGs are written by hand (no plotting library needed).
+
+    .venv/bin/python benchmarks/plot_testbed.py [--results FILE]
+"""
+
+import argparse
+import json
+import os
+import sys
+from xml.sax.saxutils import escape
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import common  # noqa: E402
+
+TESTBED_MD = os.path.join(common.REPO_ROOT, 'docs', 'testbed.md')
+IMG_DIR = os.path.join(common.REPO_ROOT, 'docs', 'img')
+MARKER = 'testbed-faults'
+PARTS = (('qkd_master', 'QKD master (enc_keys)', '#1f77b4'), ('qkd_slave', 'QKD slave (dec_keys)', '#6baed6'),
+         ('pqc', 'ML-KEM-768', '#2ca02c'), ('classical', 'X25519', '#98df8a'), ('mix', 'CatKDF both ends + confirmation', '#ff7f0e'))
+
+
+# --- SVG ----------------------------------------------------------------------------------------
+
+class Svg:
+    """A tiny SVG writer: a plot area with axes, ticks and a legend."""
+
+    def __init__(self, width, height, title):
+        self.width, self.height = width, height
+        self.items = ['<rect width="%d" height="%d" fill="white"/>' % (width, height),
+                      self.text(width / 2, 24, title, size=15, anchor='middle', weight='bold')]
+
+    @staticmethod
+    def text(x, y, content, size=12, anchor='start', weight='normal', rotate=None):
+        transform = ' transform="rotate(%d %.1f %.1f)"' % (rotate, x, y) if rotate else ''
+        return ('<text x="%.1f" y="%.1f" font-family="DejaVu Sans, Arial, sans-serif" font-size="%d" text-anchor="%s" '
+                'font-weight="%s"%s>%s</text>' % (x, y, size, anchor, weight, transform, escape(str(content))))
+
+    def add(self, item):
+        self.items.append(item)
+
+    def save(self, path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'w') as handle:
+            handle.write('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d">\n'
+                         % (self.width, self.height, self.width, self.height))
+            handle.write('\n'.join(self.items))
+            handle.write('\n</svg>\n')
+
+
+def nice_max(value):
+    """A round axis maximum at or above ``value``."""
+    if value <= 0:
+        return 1.0
+    magnitude = 10 ** len(str(int(value))) / 10.0 if value >= 1 else 0.1
+    for step in (1, 2, 2.5, 5, 10):
+        if step * magnitude >= value:
+            return step * magnitude
+    return 10 * magnitude
+
+
+def axes(svg, left, top, width, height, y_max, y_label, ticks=5):
+    svg.add('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (left, top + height, left + width, top + height))
+    svg.add('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (left, top, left, top + height))
+    for index in range(ticks + 1):
+        value = y_max * index / ticks
+        y = top + height - height * index / ticks
+        svg.add('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#dddddd"/>' % (left, y, left + width, y))
+        svg.add(svg.text(left - 6, y + 4, ('%g' % round(value, 2)), size=11, anchor='end'))
+    svg.add(svg.text(18, top + height / 2, y_label, size=12, anchor='middle', rotate=-90))
+
+
+def latency_plot(rows, path):
+    """Stacked bars: p50 per phase of one link's keying (workers=1), per N; a tick at the p99 total."""
+    svg = Svg(840, 420, 'Key distribution per link against N (p50 per phase, workers=1)')
+    left, top, width, height = 70, 50, 470, 310
+    y_max = nice_max(max(row['workers_1']['summary_ms']['total']['p99'] for row in rows) * 1.05)
+    axes(svg, left, top, width, height, y_max, 'milliseconds per link')
+    slot = width / len(rows)
+    bar_width = min(60, slot * 0.5)
+    for index, row in enumerate(rows):
+        summary = row['workers_1']['summary_ms']
+        x = left + slot * index + (slot - bar_width) / 2
+        base = 0.0
+        for phase, unused_label, colour in PARTS:
+            value = summary[phase]['p50']
+            y = top + height - height * (base + value) / y_max
+            svg.add('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>'
+                    % (x, y, bar_width, height * value / y_max, colour))
+            base += value
+        p99 = top + height - height * summary['total']['p99'] / y_max
+        p50 = top + height - height * summary['total']['p50'] / y_max
+        svg.add('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black" stroke-width="2"/>' % (x - 4, p99, x + bar_width + 4, p99))
+        svg.add(svg.text(x + bar_width / 2, p99 - 5, 'p99 %.1f' % summary['total']['p99'], size=10, anchor='middle'))
+        svg.add(svg.text(x + bar_width + 6, p50 + 4, '%.1f' % summary['total']['p50'], size=10))
+        svg.add(svg.text(x + bar_width / 2, top + height + 18, 'N=%d' % row['sites'], size=12, anchor='middle'))
+        svg.add(svg.text(x + bar_width / 2, top + height + 33, '%d links' % row['links'], size=10, anchor='middle'))
+    legend_x, legend_y = left + width + 20, top + 10
+    for number, (unused_phase, label, colour) in enumerate(reversed(PARTS)):
+        y = legend_y + number * 22
+        svg.add('<rect x="%d" y="%d" width="14" height="14" fill="%s"/>' % (legend_x, y, colour))
+        svg.add(svg.text(legend_x + 20, y + 12, label, size=11))
+    y = legend_y + len(PARTS) * 22 + 10
+    svg.add('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black" stroke-width="2"/>' % (legend_x, y, legend_x + 14, y))
+    svg.add(svg.text(legend_x + 20, y + 4, 'p99 of the total', size=11))
+    svg.add(svg.text(legend_x, y + 26, 'bars: p50 of each part;', size=11))
+    svg.add(svg.text(legend_x, y + 40, 'number: p50 of the total', size=11))
+    svg.save(path)
+
+
+def wall_plot(rows, path):
+    """Lines: seconds of one hybrid_key call for the whole mesh against links, workers 1 and 4."""
+    svg = Svg(760, 400, 'One hybrid_key call keys the whole mesh: wall time against links')
+    left, top, width, height = 70, 50, 600, 290
+    x_max = max(row['links'] for row in rows)
+    y_max = nice_max(max(max(row['workers_1']['lookup_s'], row['workers_4']['lookup_s']) for row in rows) * 1.1)
+    axes(svg, left, top, width, height, y_max, 'seconds (whole call)')
+    labelled = []     # x of the points that carry labels: crowded points (a few links at the left) get none
+    for row in rows:
+        x = left + width * row['links'] / x_max
+        if labelled and x - labelled[-1] < 40:
+            continue
+        labelled.append(x)
+        svg.add(svg.text(x, top + height + 18, '%d' % row['links'], size=11, anchor='middle'))
+        svg.add(svg.text(x, top + height + 32, 'N=%d' % row['sites'], size=10, anchor='middle'))
+    svg.add(svg.text(left + width / 2, top + height + 50, 'links keyed (N sites, full mesh)', size=12, anchor='middle'))
+    for workers, colour in ((1, '#1f77b4'), (4, '#d62728')):
+        points = [(left + width * row['links'] / x_max, top + height - height * row['workers_%d' % workers]['lookup_s'] / y_max)
+                  for row in rows]
+        svg.add('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>'
+                % (colour, ' '.join('%.1f,%.1f' % point for point in points)))
+        for (x, y), row in zip(points, rows):
+            svg.add('<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"/>' % (x, y, colour))
+            if x not in labelled:
+                continue
+            svg.add(svg.text(x + 6, y - 6 if workers == 4 else y + 14, '%.2f' % row['workers_%d' % workers]['lookup_s'],
+                             size=10))
+        legend_y = top + 10 + (workers // 4) * 20
+        svg.add('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/>'
+                % (left + 20, legend_y, left + 40, legend_y, colour))
+        svg.add(svg.text(left + 46, legend_y + 4, 'workers=%d' % workers, size=11))
+    svg.save(path)
+
+
+# --- Markdown -----------------------------------------------------------------------------------
+
+def latency_table(rows):
+    lines = ['| N | links | QKD master p50 | QKD slave p50 | ML-KEM p50 | X25519 p50 | mix p50 | total p50 / p99 (ms) |'
+             ' whole call, workers=1 / 4 (s) | whole call / links, workers=4 (ms) |', '|' + ' --- |' * 10]
+    for row in rows:
+        summary = row['workers_1']['summary_ms']
+        lines.append('| %d | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f / %.1f | %.2f / %.2f | %.1f |' % (
+            row['sites'], row['links'], summary['qkd_master']['p50'], summary['qkd_slave']['p50'], summary['pqc']['p50'],
+            summary['classical']['p50'], summary['mix']['p50'], summary['total']['p50'], summary['total']['p99'],
+            row['workers_1']['lookup_s'], row['workers_4']['lookup_s'], row['workers_4']['lookup_s'] * 1000 / row['links']))
+    return lines
+
+
+def failures_table(rows):
+    lines = ['| fault | on_missing | run | links hit | keyed (of %d) | degraded | what the run said (first words) | seconds |'
+             % rows[0]['links'], '|' + ' --- |' * 8]
+    for row in rows:
+        if row['rc'] == 0:
+            hit = row.get('degraded') or []
+            said = next(iter(next(iter(row.get('alarms', {}).values()), [])), '')
+            outcome, keyed, degraded = 'ok', row['links'], len(hit)
+        else:
+            hit = row.get('failed') or []
+            said = row.get('message', '')
+            outcome, keyed, degraded = 'failed', row.get('others_keyed', 0), 0
+        lines.append('| %s | %s | %s | %d | %d | %d | %s | %.2f |' % (
+            row['fault'], row['on_missing'], outcome, len(hit), keyed, degraded,
+            escape_cell(said[:170] + ('...' if len(said) > 170 else '')), row['seconds']))
+    return lines
+
+
+def sites_of(links):
+    """N of a full mesh of ``links`` links (links = N(N-1)/2)."""
+    return int(round((1 + (1 + 8 * links) ** 0.5) / 2))
+
+
+def escape_cell(text):
+    return text.replace('|', '\\|').replace('\n', ' ')
+
+
+def live_lines(live):
+    if not live:
+        return ['Not measured yet (`bench_testbed_faults.py --sections live`, as root).']
+    if live.get('skipped'):
+        return ['Skipped on the machine of the last run: %s.' % live['skipped']]
+    if live.get('error'):
+        return ['The last run failed: %s' % escape_cell(live['error'][:500])]
+    lines = ['Testbed of %d sites (%d tunnels), push mode, up in %.1f s.' % (live['sites'], live['links'], live['up_s']), '',
+             '| measurement | result |', '| --- | --- |']
+    throughput = live.get('throughput') or {}
+    if 'mbit_s' in throughput:
+        lines.append('| TCP through one tunnel (%s -> %s, one stream, %.0f s) | **%.1f Mbit/s** (%s) |' % (
+            throughput['sender'], throughput['receiver'], throughput['seconds'], throughput['mbit_s'], throughput['esp']))
+    elif throughput:
+        lines.append('| TCP through one tunnel | failed: %s |' % escape_cell(throughput.get('error', '?')))
+    rotation = live.get('rotation')
+    if rotation:
+        lines.append('| mesh-wide PPK rotation (push mode, make-before-break) under ICMP echoes every %.0f ms on every pair |'
+                     ' run %s in %.1f s; %d links re-keyed; **%d of %d echoes lost**; tunnels verified after: %s |' % (
+                         rotation['interval_s'] * 1000, 'ok' if rotation['rc'] == 0 else 'FAILED (exit %d)' % rotation['rc'],
+                         rotation['seconds'], len(rotation['links_rotated']), rotation['lost'], rotation['sent'],
+                         rotation['verified']))
+    alarm = live.get('alarm_during_rotation')
+    if alarm:
+        message = alarm['message']
+        said = message[:message.index(' refuses the key') + 16] if ' refuses the key' in message else message[:160]
+        cause = message[message.index('QKD link '):].split(';')[0] if 'QKD link ' in message else ''
+        lines.append('| QBER alarm on QKD link %s during a rotation (policy qkd+pqc, on_missing=fail) | run %s in %.1f s: '
+                     '"%s ... %s"; echoes lost during it: %d of %d; every tunnel still up and verified after: %s |' % (
+                         alarm['qkd_link'], 'failed as it must' if alarm['rc'] != 0 else 'succeeded (unexpected)',
+                         alarm['seconds'], escape_cell(said), escape_cell(cause), alarm['pings_lost'], alarm['pings_sent'],
+                         alarm['tunnels_after']['ok']))
+    down = live.get('down')
+    if down:
+        lines.append('| testbed_down.yml | %.1f s, left behind: %s |' % (down['seconds'], live.get('left_after_down') or 'nothing'))
+    return lines
+
+
+def section(results):
+    lines = ['## Measured: key distribution, faults, throughput, rotation', '',
+             common.machine_line(results['machine']) + ' Raw data: `benchmarks/results/testbed_faults.json`, from '
+             '`benchmarks/bench_testbed_faults.py`; tables and plots from `benchmarks/plot_testbed.py`.', '']
+    rows = results.get('latency') or []
+    if rows:
+        lines += ['### Key distribution per link against N', '',
+                  'One `hybrid_key` call keys every link of an N-site full mesh (the testbed\'s QKD topology: a '
+                  'QKD link per pair) against the simulator, through ansible-playbook. Each link returns `timings_ms`; '
+                  'the parts below are its p50s in milliseconds, with workers=1 (each link alone: the latency of one '
+                  'link). "Whole call" is the wall time of the lookup task for the whole mesh, with workers=1 and '
+                  'with the default 4. Delivery into the two charons is the testbed\'s load time (section above).', '',
+                  '![Key distribution per link against N](img/testbed-key-latency.svg)', '']
+        lines += latency_table(rows)
+        lines += ['', '![Whole-mesh keying time against links](img/testbed-lookup-wall.svg)', '']
+    failures = results.get('failures') or []
+    if failures:
+        lines += ['### Faults: the link policy applies, the other links are keyed', '',
+                  'A %d-site mesh (%d links, policy `{require: [qkd, pqc], on_missing: ...}`, key store on); each fault '
+                  'set over the simulator\'s control socket before one `hybrid_key` call and cleared after it. '
+                  '"Links hit" are the links the run failed or degraded; "keyed" counts the links with a key afterwards '
+                  '(stored, so a re-run spends no key on them). The client\'s defaults apply (3 retries, backoff 0.5 s '
+                  'doubling), which is most of the seconds of a run with a fault.' % (
+                      sites_of(failures[0]['links']), failures[0]['links']), '']
+        lines += failures_table(failures)
+    lines += ['', '### Live testbed: throughput, rotation under traffic, a fault during rotation', '']
+    lines += live_lines(results.get('live'))
+    return '\n'.join(lines)
+
+
+def replace_block(path, markdown):
+    start, end = '<!-- %s:start -->' % MARKER, '<!-- %s:end -->' % MARKER
+    with open(path) as handle:
+        page = handle.read()
+    block = '%s\n%s\n%s' % (start, markdown.strip(), end)
+    if start in page and end in page:
+        page = page[:page.index(start)] + block + page[page.index(end) + len(end):]
+    else:
+        page = page.rstrip('\n') + '\n\n' + block + '\n'
+    with open(path, 'w') as handle:
+        handle.write(page)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
+    parser.add_argument('--results', default=os.path.join(common.RESULTS_DIR, 'testbed_faults.json'))
+    args = parser.parse_args()
+    try:
+        with open(args.results) as handle:
+            results = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise SystemExit('plot_testbed: cannot read %s: %s (run benchmarks/bench_testbed_faults.py first)' % (args.results, exc))
+    rows = results.get('latency') or []
+    if rows:
+        latency_plot(rows, os.path.join(IMG_DIR, 'testbed-key-latency.svg'))
+        wall_plot(rows, os.path.join(IMG_DIR, 'testbed-lookup-wall.svg'))
+    replace_block(TESTBED_MD, section(results))
+    common.note('plot_testbed: docs/testbed.md (%s section), docs/img/testbed-*.svg' % MARKER)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
