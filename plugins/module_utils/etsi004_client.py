@@ -42,7 +42,6 @@ import time
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import (
     KeyDeliveryClient,
     KeyDeliveryError,
-    LINK_STATUS_FIELDS,
     QKDKey,
 )
 
@@ -224,10 +223,13 @@ class Etsi004Client(KeyDeliveryClient):
         """What 004 can tell about the link to ``peer_sae_id``: a stream opens (and is closed at once)."""
         ksid, qos = self._open(self.sae_id, _sae(peer_sae_id), None, dict(self.qos))
         self._close(ksid)
-        status = dict((field, None) for field in LINK_STATUS_FIELDS)
-        status.update(master_SAE_ID=self.sae_id, slave_SAE_ID=peer_sae_id, max_SAE_ID_count=0,
-                      key_size=qos.get('key_chunk_size', 0) * 8 if isinstance(qos.get('key_chunk_size'), int) else None,
-                      etsi004_qos=qos)
+        chunk = qos.get('key_chunk_size')
+        chunk_bits = chunk * 8 if isinstance(chunk, int) and not isinstance(chunk, bool) else -1
+        # 004 reports no counts and no KME IDs: -1 and '' (the convention of the SKIP client), the QoS granted aside.
+        status = dict(source_KME_ID='', target_KME_ID='', master_SAE_ID=self.sae_id, slave_SAE_ID=peer_sae_id,
+                      key_size=chunk_bits, stored_key_count=-1, max_key_count=-1, max_key_per_request=-1,
+                      max_key_size=-1, min_key_size=-1, max_SAE_ID_count=0,
+                      status_extension=dict(interface='etsi004', key_counts_reported=False, qos=qos))
         return status
 
     def get_new_keys(self, slave_sae_id, number=1, size=None):

@@ -56,7 +56,8 @@ def test_status_tells_what_004_can(pair):
     status = master.status('SAE-B')
     assert set(LINK_STATUS_FIELDS) <= set(status)
     assert (status['master_SAE_ID'], status['slave_SAE_ID'], status['key_size']) == ('SAE-A', 'SAE-B', 256)
-    assert status['etsi004_qos']['max_bps'] == 51200
+    assert status['stored_key_count'] == -1 and status['status_extension']['key_counts_reported'] is False
+    assert status['status_extension']['qos']['max_bps'] == 51200
 
 
 def test_master_and_slave_get_the_same_keys_once(sim, pair):
