@@ -356,8 +356,8 @@ def _summary(line: bytes) -> str:
         request = None
     if not isinstance(request, dict):
         return "malformed request"
-    text = " ".join([str(request.get("command"))] + [f"{name}={value}" for name, value in request.items()
-                                                       if name != "command"])
+    fields = [f"{name}={value}" for name, value in request.items() if name != "command"]
+    text = " ".join([str(request.get("command"))] + fields)
     return text[:300].encode("unicode_escape").decode("ascii")
 
 
