@@ -31,6 +31,9 @@ MESH_FIELDS = ('links', 'link_defaults', 'link_overrides', 'name', 'nhrp_network
 LINK_FIELDS = ('sites', 'type', 'policy', 'kem_algorithm', 'qkd')
 # The fields of a planned link that the hybrid_key lookup takes.
 KEYING_FIELDS = ('link_id', 'master', 'slave', 'policy', 'kem_algorithm', 'qkd')
+# The name of an IOS-XE site's `crypto skip-client` (towards its own KME), for dynamic PPKs.
+SKIP_CLIENT_NAME = 'QSAFE-SKIP'
+DEFAULT_SKIP_PORT = 443
 
 
 def carries(link, kind):
@@ -62,12 +65,46 @@ def _site(name, hostvars):
                 dmvpn_role=hostvars.get('qsafe_site_dmvpn_role', 'spoke'),
                 macsec_interfaces=dict(hostvars.get('qsafe_site_macsec_interfaces') or {}),
                 key_interface=hostvars.get('qsafe_site_key_interface'))
+    if site['key_interface'] == 'skip' and platform == 'ios_xe' and hostvars.get('qsafe_site_skip_server_ip'):
+        site['skip_client'] = _skip_client(name, site['sae_id'], hostvars)
     if site['key_interface'] is not None and site['key_interface'] not in KEY_INTERFACES:
         raise MeshInventoryError('site %s: qsafe_site_key_interface must be one of %s, got %r'
                                  % (name, ', '.join(KEY_INTERFACES), site['key_interface']))
     if site['dmvpn_role'] not in ('hub', 'spoke'):
         raise MeshInventoryError('site %s: qsafe_site_dmvpn_role must be hub or spoke, got %r' % (name, site['dmvpn_role']))
     return site
+
+
+def _skip_client(name, sae_id, hostvars):
+    """The public part of an IOS-XE site's SKIP client (its KME's SKIP address and its PSK identity)."""
+    port = hostvars.get('qsafe_site_skip_server_port', DEFAULT_SKIP_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise MeshInventoryError('site %s: qsafe_site_skip_server_port must be 1 to 65535, got %r' % (name, port))
+    return dict(name=SKIP_CLIENT_NAME, server_ip=_ip(name, 'qsafe_site_skip_server_ip', hostvars['qsafe_site_skip_server_ip']),
+                server_port=port, psk_identity=hostvars.get('qsafe_site_skip_psk_identity') or sae_id)
+
+
+def _ppk_source(link, sites):
+    """``skip`` when both ends are IOS-XE routers that speak SKIP to their KMEs (qsafe_site_key_interface skip and a
+    SKIP client, qsafe_site_skip_server_ip) and the link is IPsec only: the routers fetch the PPK themselves
+    (``ppk dynamic``), no QKD key passes through the controller. Otherwise ``manual``: the controller keys the link
+    (each end over its own interface, SKIP included) and pushes the PPK - also where only one end speaks SKIP, as
+    a dynamic PPK needs a SKIP client at both ends."""
+    ends = [sites[name] for name in link['sites']]
+    if link['type'] == 'ipsec' and all(site['key_interface'] == 'skip' and site['platform'] == 'ios_xe'
+                                       and site.get('skip_client') for site in ends):
+        return 'skip'
+    return 'manual'
+
+
+def _without_qkd(policy):
+    """A link policy minus the QKD source (a dynamic-PPK link's controller-made key gives only its IKE PSK)."""
+    if isinstance(policy, dict):
+        required = [source for source in policy.get('require') or [] if source != 'qkd']
+        return dict(policy, require=required or ['pqc'])
+    if policy == 'any':
+        return policy
+    return '+'.join(source for source in str(policy).split('+') if source != 'qkd') or 'pqc'
 
 
 def _pair_key(sites, where):
@@ -147,6 +184,8 @@ def plan_mesh(site_names, hostvars, mesh):
                                          % (link_id, name, first if name == second else second))
         link.update(link_id=link_id, sites=[first, second], master_site=first, slave_site=second,
                     master=sites[first]['sae_id'], slave=sites[second]['sae_id'])
+        if carries(link, 'ipsec'):
+            link['ppk_source'] = _ppk_source(link, sites)
         links.append(link)
     keying = [_keying_terms(link, sites) for link in links]
     return dict(name=mesh.get('name', 'qsafe-mesh'), sites=sites, links=links, keying=keying,
@@ -162,6 +201,11 @@ def _keying_terms(link, sites):
     interface (the master's new key over one, the slave's key-by-ID over another); otherwise its SAE ID,
     and the lookup's ``interface`` option applies."""
     term = dict((k, link[k]) for k in KEYING_FIELDS if k in link)
+    if link.get('ppk_source') == 'skip':
+        # The routers fetch the PPK over SKIP: no QKD key passes through the controller. Its key for this link
+        # only gives the IKE PSK, from the PQC and classical sources.
+        term.update(qkd=False, policy=_without_qkd(link.get('policy')))
+        return term
     for end in ('master', 'slave'):
         interface = sites[link[end + '_site']]['key_interface']
         if interface is not None:
@@ -173,9 +217,11 @@ def site_config(plan, site, secrets):
     """What the roles of ``site`` take: its IPsec peers and its MACsec links, with their secrets."""
     if site not in plan['sites']:
         raise MeshInventoryError('%s is not a site of the plan' % site)
-    return dict(site=plan['sites'][site], ipsec_peers=site_ipsec_peers(plan, site, secrets),
-                macsec_links=site_macsec_links(plan, site, secrets),
-                link_ids=[link['link_id'] for link in plan['links'] if site in link['sites']])
+    peers = site_ipsec_peers(plan, site, secrets)
+    skip_client = plan['sites'][site].get('skip_client')
+    return dict(site=plan['sites'][site], ipsec_peers=peers, macsec_links=site_macsec_links(plan, site, secrets),
+                link_ids=[link['link_id'] for link in plan['links'] if site in link['sites']],
+                skip_clients=[skip_client] if any(peer.get('ppk_source') == 'skip' for peer in peers) else [])
 
 
 def _secrets_for(link_id, secrets):
@@ -193,9 +239,13 @@ def site_ipsec_peers(plan, site, secrets):
             continue
         peer = plan['sites'][link['sites'][1] if link['sites'][0] == site else link['sites'][0]]
         entry = _secrets_for(link['link_id'], secrets)
-        peers.append(dict(name=peer['name'], link_id=link['link_id'], underlay_ip=peer['underlay_ip'],
-                          tunnel_ip=peer['tunnel_ip'], ppk_id=entry['ppk_id'], ppk_hex=entry['ppk_hex'],
-                          ike_psk_hex=entry['ike_psk_hex'], initiator=link['master_site'] == site))
+        item = dict(name=peer['name'], link_id=link['link_id'], underlay_ip=peer['underlay_ip'],
+                    tunnel_ip=peer['tunnel_ip'], ppk_id=entry['ppk_id'], ppk_hex=entry['ppk_hex'],
+                    ike_psk_hex=entry['ike_psk_hex'], initiator=link['master_site'] == site)
+        if link.get('ppk_source') == 'skip':  # the router fetches the PPK itself: none is handed to it
+            del item['ppk_hex']
+            item.update(ppk_source='skip', skip_client=SKIP_CLIENT_NAME)
+        peers.append(item)
     return peers
 
 

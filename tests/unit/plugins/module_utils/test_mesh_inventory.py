@@ -158,3 +158,73 @@ def test_an_unknown_key_interface_is_named():
     with pytest.raises(MeshInventoryError) as err:
         plan(hostvars=hostvars)
     assert "site b: qsafe_site_key_interface must be one of etsi014, etsi004, skip, got 'etsi015'" in str(err.value)
+
+
+def skip_sites():
+    """a and b: IOS-XE routers that speak SKIP to their KMEs; c: a Linux site over ETSI 014."""
+    hostvars = copy.deepcopy(SITES)
+    for name, address in (('a', '192.0.2.11'), ('b', '192.0.2.12')):
+        hostvars[name].update(qsafe_site_key_interface='skip', qsafe_site_skip_server_ip=address)
+    hostvars['b']['qsafe_site_skip_server_port'] = 8443
+    hostvars['b']['qsafe_site_skip_psk_identity'] = 'router-b'
+    return hostvars
+
+
+SECRETS = [dict(link_id=link_id, ppk_id='qkf-%d' % n, ppk_hex='11' * 32, ike_psk_hex='22' * 32)
+           for n, link_id in enumerate(('a--b', 'a--c', 'b--c'))]
+
+
+def test_a_link_between_two_skip_routers_gets_a_dynamic_ppk_and_no_qkd_through_the_controller():
+    result = plan(hostvars=skip_sites())
+    links = dict((link['link_id'], link) for link in result['links'])
+    assert [links[link_id]['ppk_source'] for link_id in ('a--b', 'a--c', 'b--c')] == ['skip', 'manual', 'manual']
+    keying = dict((term['link_id'], term) for term in result['keying'])
+    assert keying['a--b']['qkd'] is False and keying['a--b']['policy'] == 'pqc'
+    assert keying['a--b']['master'] == 'SAE-A'   # no interface: the controller fetches no QKD key for it
+    # a link where only one end speaks SKIP: manual PPK, keyed by the controller, each end over its own interface
+    assert 'qkd' not in keying['a--c'] and keying['a--c']['master'] == dict(sae_id='SAE-A', interface='skip')
+    config = site_config(result, 'b', SECRETS)
+    assert config['skip_clients'] == [dict(name='QSAFE-SKIP', server_ip='192.0.2.12', server_port=8443,
+                                           psk_identity='router-b')]
+    peers = dict((peer['name'], peer) for peer in config['ipsec_peers'])
+    assert peers['a'] == dict(name='a', link_id='a--b', underlay_ip='198.51.100.1', tunnel_ip='100.64.0.1',
+                              ppk_id='qkf-0', ike_psk_hex='22' * 32, initiator=False, ppk_source='skip',
+                              skip_client='QSAFE-SKIP')
+    assert peers['c']['ppk_hex'] == '11' * 32 and 'ppk_source' not in peers['c']
+    assert site_config(result, 'c', SECRETS)['skip_clients'] == []
+    assert result['sites']['a']['skip_client']['psk_identity'] == 'SAE-A'   # defaults to the SAE ID
+    assert 'psk_hex' not in repr(result), 'the plan is public: no SKIP PSK in it'
+
+
+@pytest.mark.parametrize('policy, without_qkd', [
+    ('qkd', 'pqc'), ('pqc', 'pqc'), ('any', 'any'),
+    (dict(require=['qkd', 'pqc'], on_missing='degrade'), dict(require=['pqc'], on_missing='degrade')),
+    (dict(require=['qkd']), dict(require=['pqc'])),
+])
+def test_a_dynamic_ppk_links_controller_key_drops_only_the_qkd_requirement(policy, without_qkd):
+    result = plan(sites=('a', 'b'), hostvars=skip_sites(), link_defaults=dict(policy=policy))
+    assert result['keying'][0]['policy'] == without_qkd and result['links'][0]['policy'] == policy
+
+
+@pytest.mark.parametrize('change, ppk_source', [
+    (lambda hv: hv['b'].pop('qsafe_site_skip_server_ip'), 'manual'),        # b's router has no SKIP client
+    (lambda hv: hv['b'].update(qsafe_site_key_interface='etsi014'), 'manual'),  # b's KME is not asked over SKIP
+    (lambda hv: None, 'skip'),
+])
+def test_a_dynamic_ppk_needs_a_skip_client_at_both_ends(change, ppk_source):
+    hostvars = skip_sites()
+    change(hostvars)
+    assert plan(sites=('a', 'b'), hostvars=hostvars)['links'][0]['ppk_source'] == ppk_source
+
+
+def test_an_ipsec_and_macsec_link_stays_keyed_by_the_controller():
+    result = plan(sites=('a', 'b'), hostvars=skip_sites(), link_defaults=dict(type='ipsec+macsec'))
+    assert result['links'][0]['ppk_source'] == 'manual' and 'qkd' not in result['keying'][0]
+
+
+def test_a_bad_skip_port_is_named():
+    hostvars = skip_sites()
+    hostvars['b']['qsafe_site_skip_server_port'] = 70000
+    with pytest.raises(MeshInventoryError) as err:
+        plan(hostvars=hostvars)
+    assert 'site b: qsafe_site_skip_server_port must be 1 to 65535, got 70000' in str(err.value)
