@@ -172,6 +172,28 @@ def measure(sites, workdir, addition):
     return row
 
 
+def measure_push(sites, workdir):
+    """testbed_up.yml in push mode (full_mesh.yml's per-site strongswan_site role over VICI), from nothing."""
+    state_dir = os.path.join(workdir, 'push%d' % sites)
+    common.note('N=%d: testbed_up.yml, push mode' % sites)
+    row = dict(sites=sites, links=sites * (sites - 1) // 2)
+    try:
+        log = os.path.join(workdir, 'push%d-up.log' % sites)
+        up_seconds, output = playbook(UP, dict(testbed_sites=sites, testbed_state_dir=state_dir, testbed_prefix=PREFIX,
+                                               qsafe_mode='push'), log)
+        connect = [r for r in runs(state_dir) if r['command'] == 'connect'][-1]
+        tasks = task_seconds(log)
+        row.update(up_s=round(up_seconds, 3), verified=connect['verify']['ok'], keyed_now=len(keyed_now(output) or []),
+                   keying_s=round(sum(v for k, v in tasks.items() if k.startswith('Key every link')), 3),
+                   site_configuration_s=round(sum(v for k, v in tasks.items() if not k.startswith('Key every link')
+                                                  and 'testbed' not in k and k not in ('Inputs', 'Start time')), 3))
+    finally:
+        playbook(DOWN, dict(testbed_state_dir=state_dir, testbed_prefix=PREFIX), os.path.join(workdir, 'push%d-down.log' % sites))
+        status = Testbed(state_dir, PREFIX).status()
+        row['left_after_down'] = dict((k, status[k]) for k in ('namespaces', 'charons', 'qkdsim', 'state_dir') if status[k])
+    return row
+
+
 def markdown(results):
     lines = ['## Live testbed: up time, tunnel set-up, node addition', '',
              common.machine_line(results['machine']), '',
@@ -201,6 +223,11 @@ def markdown(results):
             values = (row['sites'], add['seconds'], add['phases_s']['keying'], len(add['keyed_now'] or []),
                       add['only_new_links_keyed'], add['existing_sas_kept'])
             lines.append('| %d | %.2f | %.2f | %d | %s | %s |' % values)
+    for row in results.get('push', []):
+        lines += ['', 'Push mode (testbed_up.yml -e qsafe_mode=push: full_mesh.yml runs the strongswan_site role per site, '
+                  'which loads its files over VICI and starts its links, as on real Linux sites), N=%d from nothing: '
+                  'up %.2f s (keying %.2f s), verified %s, left after down: %s.' % (
+                      row['sites'], row['up_s'], row['keying_s'], row['verified'], row['left_after_down'] or 'nothing')]
     return '\n'.join(lines)
 
 
@@ -208,6 +235,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--sites', default='3,5,10,20', help='comma-separated site counts (default 3,5,10,20)')
     parser.add_argument('--no-addition', action='store_true', help='skip the node-addition run')
+    parser.add_argument('--push-sites', default='3', help='site counts to bring up in push mode too (default 3; empty: none)')
     args = parser.parse_args()
     reason = skip_reason()
     if reason:
@@ -221,6 +249,7 @@ def main():
             row = results['runs'][-1]
             common.note('N=%d: up %.2f s, set-up p50 %.0f ms, verified %s, down %.2f s' % (
                 sites, row['up_s'], row['setup_charon_summary_ms']['p50'], row['verified'], row['down_s']))
+        results['push'] = [measure_push(int(n), workdir) for n in args.push_sites.split(',') if n]
     finally:
         path = common.save_results('testbed', results)
         common.note('results: ' + path)
