@@ -337,8 +337,12 @@ def measure_live(workdir):
         sites = bed.sites()
 
         common.note('live: throughput %s -> %s' % (sites[0], sites[1]))
+        before = dict((sa['peer'], sa['packets_in']) for sa in bed.ike_sas(sites[1]))
         live['throughput'] = _tcp_throughput(bed, sites[0], sites[1], THROUGHPUT_SECONDS)
-        live['throughput'].update(sender=sites[0], receiver=sites[1], esp='strongSwan 5.9 kernel-libipsec (user space, TUN)')
+        after = dict((sa['peer'], sa['packets_in']) for sa in bed.ike_sas(sites[1]))
+        # proof that the stream went through the tunnel: the receiver's CHILD_SA counted its packets
+        live['throughput'].update(sender=sites[0], receiver=sites[1], esp='strongSwan 5.9 kernel-libipsec (user space, TUN)',
+                                  child_sa_packets_in=after.get(sites[0], 0) - before.get(sites[0], 0))
 
         common.note('live: rotation under steady pings')
         before = _ppk_ids(state_dir)

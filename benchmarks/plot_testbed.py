@@ -201,8 +201,10 @@ def live_lines(live):
              '| measurement | result |', '| --- | --- |']
     throughput = live.get('throughput') or {}
     if 'mbit_s' in throughput:
-        lines.append('| TCP through one tunnel (%s -> %s, one stream, %.0f s) | **%.1f Mbit/s** (%s) |' % (
-            throughput['sender'], throughput['receiver'], throughput['seconds'], throughput['mbit_s'], throughput['esp']))
+        lines.append('| TCP through one tunnel (%s -> %s, one stream, %.0f s) | **%.1f Mbit/s** (%s); the receiver\'s CHILD_SA '
+                     'counted %s inbound ESP packets meanwhile |' % (
+                         throughput['sender'], throughput['receiver'], throughput['seconds'], throughput['mbit_s'],
+                         throughput['esp'], throughput.get('child_sa_packets_in', 'no count of')))
     elif throughput:
         lines.append('| TCP through one tunnel | failed: %s |' % escape_cell(throughput.get('error', '?')))
     rotation = live.get('rotation')
