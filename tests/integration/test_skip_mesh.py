@@ -144,3 +144,32 @@ def test_a_skip_router_without_its_psk_is_named(skip_mesh, tmp_path):
     assert rc != 0 and 'dmvpn_ios_xe_skip_clients[0].psk_hex (client QSAFE-SKIP)' in output, output
     for psk in skip_mesh['psks'].values():
         assert psk not in output
+
+
+@pytest.mark.parametrize('master, slave, interfaces', [
+    ('SAE-MAD-1', 'SAE-MAD-2', ('skip', 'skip')),
+    ('SAE-MAD-1', 'SAE-MAD-3', ('skip', 'etsi014')),
+    ('SAE-MAD-3', 'SAE-MAD-2', ('etsi014', 'skip')),
+])
+def test_node_local_flow_over_skip(skip_mesh, tmp_path, master, slave, interfaces):
+    """Each node fetches its QKD key over its own interface (hybrid_link_key); both derive the same key."""
+    link_id = 'NL-SKIP-%s-%s' % (master[-1], slave[-1])
+    nodes = {}
+    for group, name, sae, interface in (('qsafe_link_master', 'master-node', master, interfaces[0]),
+                                        ('qsafe_link_slave', 'slave-node', slave, interfaces[1])):
+        nodes[group] = {'hosts': {name: {'ansible_connection': 'local', 'qsafe_sae_id': sae,
+                                         'qsafe_interface': interface, 'qsafe_key_dir': str(tmp_path / name)}}}
+    inventory = tmp_path / 'inventory.yml'
+    inventory.write_text(json.dumps({'all': {'vars': {'qsafe_link_id': link_id}, 'children': nodes}}))
+    rc, output = ansible_playbook(os.path.join(REPO_ROOT, 'playbooks', 'node_local_link_key.yml'), '-i', str(inventory),
+                                  '-e', 'qsafe_endpoints_file=%s' % skip_mesh['process'].endpoints_file, '--diff')
+    assert rc == 0, output
+    ends = [json.loads((tmp_path / node / (link_id + '.json')).read_text()) for node in ('master-node', 'slave-node')]
+    assert ends[0]['kcv'] == ends[1]['kcv'] and 'qkd' in ends[0]['sources']
+    assert ends[0]['qkd_key_ids'] == ends[1]['qkd_key_ids']
+    for spelling in key_spellings(bytes.fromhex(ends[0]['key'])):
+        assert spelling not in output
+    log = skip_mesh['process'].log_file.read_text()
+    for sae, interface in ((master, interfaces[0]), (slave, interfaces[1])):
+        if interface == 'skip':
+            assert re.search(r' KME-%s/skip %s GET /key' % (sae[4:], sae), log), sae
