@@ -52,6 +52,12 @@ def ppk_kcvs(mixed, site):
     return dict((ppk_id, key_check_value(bytes.fromhex(secret))) for ppk_id, secret in pairs)
 
 
+def ppk_ids(mixed, site):
+    """PPK ID of each link of the site, from the public comments of its strongSwan connections file."""
+    with open(os.path.join(str(mixed['out']), site, 'swanctl', 'conf.d', 'qsafe-mesh.conf')) as handle:
+        return dict(re.findall(r'# qsafe-peer name=\S+ link_id=(\S+) ppk_id=(\S+)', handle.read()))
+
+
 def test_sites_on_014_and_004_key_every_link_end_to_end(mixed):
     rc, output = run(mixed, '--diff')
     assert rc == 0, output
@@ -66,9 +72,8 @@ def test_sites_on_014_and_004_key_every_link_end_to_end(mixed):
     kcvs = dict((site, ppk_kcvs(mixed, site)) for site in INTERFACE)
     for link, record in records.items():
         first, second = link.split('--')
-        ppk_id = re.search(r'ppk_id=(\S+)', open(os.path.join(str(mixed['out']), first, 'swanctl', 'conf.d',
-                                                                 'qsafe-mesh.conf')).read().split(
-            'link_id=' + link)[1]).group(1)
+        ppk_id = ppk_ids(mixed, first)[link]
+        assert ppk_id == ppk_ids(mixed, second)[link], link
         assert kcvs[first][ppk_id] == kcvs[second][ppk_id], link
 
     # Each site fetched its QKD keys over its own interface only, one key per link it is in.

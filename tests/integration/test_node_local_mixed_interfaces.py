@@ -24,8 +24,9 @@ def inventory(tmp_path, master, slave):
     path = tmp_path / 'inventory.yml'
     hosts = {}
     for group, end, (sae_id, interface) in (('qsafe_link_master', 'master', master), ('qsafe_link_slave', 'slave', slave)):
-        hosts[group] = {'hosts': {end + '-node': {'ansible_connection': 'local', 'qsafe_sae_id': sae_id,
-                                                 'qsafe_interface': interface, 'qsafe_key_dir': str(tmp_path / end)}}}
+        node = dict(ansible_connection='local', qsafe_sae_id=sae_id, qsafe_interface=interface,
+                    qsafe_key_dir=str(tmp_path / end))
+        hosts[group] = {'hosts': {end + '-node': node}}
     path.write_text(json.dumps({'all': {'vars': {'qsafe_link_id': 'NL-MIXED'}, 'children': hosts}}))
     return str(path)
 
