@@ -399,12 +399,16 @@ def main():
     results['machine'] = common.machine_description()
     workdir = tempfile.mkdtemp(prefix='qsafe-bench-faults-')
     try:
+        measured = results.setdefault('measured', {})   # when each section was last measured
         if 'latency' in sections:
             results['latency'] = measure_latency(workdir, [int(n) for n in args.sites.split(',')])
+            measured['latency'] = results['machine']['date']
         if 'failures' in sections:
             results['failures'] = measure_failures(workdir)
+            measured['failures'] = results['machine']['date']
         if 'live' in sections:
             results['live'] = measure_live(workdir)
+            measured['live'] = results['machine']['date']
     finally:
         common.note('results: ' + common.save_results('testbed_faults', results))
         shutil.rmtree(workdir, ignore_errors=True)

@@ -232,8 +232,9 @@ def live_lines(live):
 
 def section(results):
     lines = ['## Measured: key distribution, faults, throughput, rotation', '',
-             common.machine_line(results['machine']) + ' Raw data: `benchmarks/results/testbed_faults.json`, from '
-             '`benchmarks/bench_testbed_faults.py`; tables and plots from `benchmarks/plot_testbed.py`.', '']
+             common.machine_line(results['machine']) + measured_line(results.get('measured')) +
+             ' Raw data: `benchmarks/results/testbed_faults.json`, from `benchmarks/bench_testbed_faults.py`; tables and '
+             'plots from `benchmarks/plot_testbed.py`. Other benchmarks and tests shared the two cores during these runs.', '']
     rows = results.get('latency') or []
     if rows:
         lines += ['### Key distribution per link against N', '',
@@ -258,6 +259,12 @@ def section(results):
     lines += ['', '### Live testbed: throughput, rotation under traffic, a fault during rotation', '']
     lines += live_lines(results.get('live'))
     return '\n'.join(lines)
+
+
+def measured_line(measured):
+    if not measured:
+        return ''
+    return ' Sections measured: %s.' % ', '.join('%s %s' % item for item in sorted(measured.items()))
 
 
 def replace_block(path, markdown):
