@@ -196,3 +196,60 @@ def test_a_kme_without_004_is_named(sim):
         client_for(sim, 'SAE-F')
     assert err.value.kind == 'config' and 'KME KME-F in endpoints_file' in err.value.message
     assert 'does not serve interface etsi004' in err.value.message
+
+
+def test_the_modules_take_interface_etsi004(sim, tmp_path):
+    from test_playbooks import recap, run_tasks
+    with open(sim['log_file']) as handle:
+        before = handle.read().count('KME-B/etsi004 SAE-B 004 GET_KEY status=0')
+    rc, output = run_tasks(tmp_path, '''\
+        - name: Link status over ETSI 004
+          qsafe.keyfabric.qkd_link_info:
+            endpoints_file: "{endpoints}"
+            interface: etsi004
+            sae_id: SAE-B
+            peer_sae_id: SAE-A
+          register: info
+        - name: Master over ETSI 004, check mode first (fetches nothing)
+          qsafe.keyfabric.qkd_key:
+            endpoints_file: "{endpoints}"
+            interface: etsi004
+            sae_id: SAE-B
+            role: master
+            peer_sae_id: SAE-A
+            number: 2
+            dest: "{tmp}/master.json"
+          check_mode: true
+        - name: Master over ETSI 004
+          qsafe.keyfabric.qkd_key:
+            endpoints_file: "{endpoints}"
+            interface: etsi004
+            sae_id: SAE-B
+            role: master
+            peer_sae_id: SAE-A
+            number: 2
+            dest: "{tmp}/master.json"
+          register: master
+        - name: Slave over ETSI 014, by the master's key IDs
+          qsafe.keyfabric.qkd_key:
+            endpoints_file: "{endpoints}"
+            sae_id: SAE-A
+            role: slave
+            peer_sae_id: SAE-B
+            key_ids: "{{{{ master.key_ids }}}}"
+            dest: "{tmp}/slave.json"
+          register: slave
+        - name: Same keys at both ends; the 004 status reports no counts
+          ansible.builtin.assert:
+            that:
+              - master.keys_info | map(attribute='kcv') | list == slave.keys_info | map(attribute='kcv') | list
+              - master.key_ids | length == 2
+              - info.link_status.stored_key_count == -1
+              - info.link_status.status_extension.interface == 'etsi004'
+              - info.interface == 'etsi004'
+        '''.format(endpoints=sim['endpoints_file'], tmp=tmp_path))
+    assert rc == 0, output
+    assert recap(output)['failed'] == 0
+    with open(sim['log_file']) as handle:
+        log = handle.read()
+    assert log.count('KME-B/etsi004 SAE-B 004 GET_KEY status=0') - before == 2   # check mode fetched nothing
