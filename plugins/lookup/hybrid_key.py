@@ -29,8 +29,8 @@ options:
   _terms:
     description:
       - The links. Each is a dict with C(master) and C(slave) (an SAE ID, or a dict with
-        C(sae_id) and any connection option to override for that SAE, such as C(kme_url) or
-        C(client_cert)), and optionally C(link_id) (default C(<master>--<slave>)), C(policy),
+        C(sae_id) and any connection option to override for that SAE, such as C(interface) (each end may
+        fetch its QKD key over its own interface), C(kme_url) or C(client_cert)), and optionally C(link_id) (default C(<master>--<slave>)), C(policy),
         C(kem_algorithm) and C(qkd) (C(false) when the pair has no QKD link).
       - A list of such dicts counts as its members.
     required: true
