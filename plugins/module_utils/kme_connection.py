@@ -20,11 +20,12 @@ import json
 import os
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.etsi004_client import Etsi004Client
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.etsi014_client import Etsi014Client
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.skip_client import AUTH_MODES as SKIP_AUTH_MODES
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.skip_client import SkipClient, read_psk
 
-INTERFACES = ('etsi014', 'skip')
+INTERFACES = ('etsi014', 'etsi004', 'skip')
 ENDPOINTS_FORMAT = 'qkdsim-endpoints/1'
 
 # name -> (argument spec for modules); defaults live here and in the doc fragment only.
@@ -225,6 +226,10 @@ def open_client(settings, warn=None):
                           retry_backoff=settings['retry_backoff'], warn=warn)
     if settings['interface'] == 'etsi014':
         return Etsi014Client(settings['kme_url'], settings['client_cert'], settings['client_key'],
+                             settings['ca_cert'], timeout=settings['timeout'], retries=settings['retries'],
+                             retry_backoff=settings['retry_backoff'], warn=warn)
+    if settings['interface'] == 'etsi004':
+        return Etsi004Client(settings['kme_url'], settings['sae_id'], settings['client_cert'], settings['client_key'],
                              settings['ca_cert'], timeout=settings['timeout'], retries=settings['retries'],
                              retry_backoff=settings['retry_backoff'], warn=warn)
     raise KeyDeliveryError('interface %s has no client' % settings['interface'], kind='config')
