@@ -139,20 +139,23 @@ class Simulator:
         log.info("%s (site %s) serves Cisco SKIP at %s", site.kme_id, site.id, self._url(server))
 
     def _start_etsi004(self, site, tls, keystore: KeyStore) -> None:
-        """Serve ETSI GS QKD 004 (qkdsim.etsi004, JSON over mutual TLS) for ``site``'s KME, named "<KME>/etsi004"."""
+        """Serve ETSI GS QKD 004 (qkdsim.etsi004, mutual TLS) for ``site``'s KME: the JSON dialect as "<KME>/etsi004",
+        the binary framing as "<KME>/etsi004-binary", each on its own port, one set of streams for both."""
         if self._etsi004_streams is None or self._etsi004_streams[0] is not keystore:
             self._etsi004_streams = (keystore, Etsi004Streams())   # one set of streams for the whole network
-        try:
-            server = TlsHttpServer((self.host, 0), WIRE_FORMATS["json"], tls, name=f"{site.kme_id}/etsi004",
-                                   context=Etsi004Api(site.kme_id, self.topology, keystore, self._etsi004_streams[1]))
-        except OSError as exc:
-            raise SimulatorError(f"cannot listen on {self.host}: {exc.strerror or exc}") from exc
-        thread = threading.Thread(target=server.serve_forever, args=(_POLL_INTERVAL,),
-                                  name=f"qkdsim-{site.kme_id}-etsi004", daemon=True)
-        self._servers.append((server, thread))
-        thread.start()
-        log.info("%s (site %s) serves ETSI GS QKD 004 (json) at tls://%s:%d", site.kme_id, site.id, self.host,
-                 server.port)
+        api = Etsi004Api(site.kme_id, self.topology, keystore, self._etsi004_streams[1])
+        for wire, handler in WIRE_FORMATS.items():
+            name = f"{site.kme_id}/etsi004" + ("" if wire == "json" else f"-{wire}")
+            try:
+                server = TlsHttpServer((self.host, 0), handler, tls, name=name, context=api)
+            except OSError as exc:
+                raise SimulatorError(f"cannot listen on {self.host}: {exc.strerror or exc}") from exc
+            thread = threading.Thread(target=server.serve_forever, args=(_POLL_INTERVAL,),
+                                      name=f"qkdsim-{name.replace('/', '-')}", daemon=True)
+            self._servers.append((server, thread))
+            thread.start()
+            log.info("%s (site %s) serves ETSI GS QKD 004 (%s) at tls://%s:%d", site.kme_id, site.id, wire, self.host,
+                     server.port)
 
     def _skip_psk_files(self, site) -> dict:
         """The SKIP PSK file (0600) of each SAE of ``site``; identities are the SAE IDs."""
@@ -175,7 +178,9 @@ class Simulator:
                                   {"skip": {"url": urls[f"{site.kme_id}/skip"], "system_id": site.kme_id}}
                                   if "skip" in site.interfaces else {}), **(
                                   {"etsi004": {"url": urls[f"{site.kme_id}/etsi004"].replace("https://", "tls://"),
-                                               "wire": "json"}}
+                                               "wire": "json",
+                                               "binary_url": urls[f"{site.kme_id}/etsi004-binary"].replace(
+                                                   "https://", "tls+binary://")}}
                                   if "etsi004" in site.interfaces else {})),
                               "etsi014_url": urls[site.kme_id]}
                 for site in topology.sites

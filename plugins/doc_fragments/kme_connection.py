@@ -16,7 +16,8 @@ options:
       - The key-delivery interface the KME speaks.
       - C(etsi014) is ETSI GS QKD 014 v1.1.1 (REST over HTTPS with mutual TLS).
       - C(etsi004) is ETSI GS QKD 004 v2.1.1 (OPEN_CONNECT, GET_KEY, CLOSE) in the JSON dialect over
-        TLS with mutual certificates; I(kme_url) is C(tls://<host>:<port>) and I(sae_id) is required
+        TLS with mutual certificates, or in the binary framing; I(kme_url) is C(tls://<host>:<port>) for the
+        JSON dialect or C(tls+binary://<host>:<port>) for the binary framing, and I(sae_id) is required
         (it names this SAE in OPEN_CONNECT). A key's ID is the key_ID the KMEs gave it; the slave opens
         a stream with that ID as key_stream_ID and reads index 0, so an C(etsi004) end and an
         C(etsi014) end share keys.

@@ -4,8 +4,9 @@
 """ETSI GS QKD 004 v2.1.1 client: OPEN_CONNECT / GET_KEY / CLOSE behind the key-delivery contract.
 
 ETSI 004 defines calls and status codes, not a wire format; ``WIRES`` maps a wire format name to
-its codec (the JSON-over-TLS dialect today: one JSON object per line over TLS with mutual
-certificates, as the simulator serves it; see docs/qkdsim.md).
+its codec, both over TLS with mutual certificates (docs/qkdsim.md): the JSON dialect (one JSON
+object per line; ``kme_url`` ``tls://host:port``) and the binary framing (8-byte header, fixed
+payloads; ``kme_url`` ``tls+binary://host:port``).
 
 How the contract maps onto 004
 ------------------------------
@@ -37,7 +38,9 @@ import os
 import re
 import socket
 import ssl
+import struct
 import time
+import uuid
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import (
     KeyDeliveryClient,
@@ -54,7 +57,7 @@ STATUS_NAMES = {
     8: 'metadata buffer too small',
 }
 _KEY_ID_SHAPE = re.compile(r'^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$')
-_URL = re.compile(r'^tls://(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(?P<port>[0-9]{1,5})/?$')
+_URL = re.compile(r'^(?P<scheme>tls|tls\+binary)://(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(?P<port>[0-9]{1,5})/?$')
 QOS_FIELDS = ('key_chunk_size', 'max_bps', 'min_bps', 'jitter', 'priority', 'timeout', 'TTL', 'metadata_mimetype')
 
 
@@ -149,7 +152,107 @@ class JsonLineWire:
         self._sock = self._reader = None
 
 
-WIRES = {'json': JsonLineWire}
+class BinaryWire(JsonLineWire):
+    """The binary framing (``tls+binary://``): an 8-byte header (version major, minor, patch, service type,
+    payload length) and fixed-layout payloads; see qkdsim/etsi004.py. Answers are returned in the shape of
+    the JSON dialect, so the client above does not know which wire it talks."""
+
+    name = 'binary'
+    VERSION = (1, 0, 1)
+    HEADER = struct.Struct('!BBBbI')
+    QOS = struct.Struct('!7I256s')
+    QOS_FIELDS = ('key_chunk_size', 'max_bps', 'min_bps', 'jitter', 'priority', 'timeout', 'TTL')
+    SERVICES = {'OPEN_CONNECT': 0x02, 'GET_KEY': 0x04, 'CLOSE': 0x08}
+    NOT_A_CALL = 0xFFFFFFFF
+
+    def call(self, command, data, wait=0.0):
+        if self._sock is None:
+            self._connect()
+        fresh, self._fresh = self._fresh, False
+        payload = self._encode(command, data)
+        self._last_ksid = data.get('key_stream_ID')
+        try:
+            self._sock.settimeout(self.timeout + wait)
+            self._sock.sendall(self.HEADER.pack(*(self.VERSION + (self.SERVICES[command], len(payload)))) + payload)
+            header = self._reader.read(self.HEADER.size)
+            if len(header) == self.HEADER.size:
+                service, length = self.HEADER.unpack(header)[3:]
+                body = self._reader.read(length) if length <= MAX_LINE_BYTES else b''
+        except socket.timeout:
+            self.close()
+            raise _Lost('timeout', 'the KME did not answer within %s s' % (self.timeout + wait))
+        except (ssl.SSLError, OSError) as exc:
+            self.close()
+            if isinstance(exc, ssl.SSLError) and 'ALERT' in str(exc).upper():
+                raise _Unsent('tls', _tls_reason(exc))
+            if fresh:
+                raise _Lost('tls', _tls_reason(exc))
+            raise _Lost('timeout', 'the connection to the KME broke before its answer arrived (%s)' % _name(exc))
+        if len(header) < self.HEADER.size:
+            self.close()
+            if not header and fresh:
+                raise _Lost('tls', _tls_reason(ConnectionResetError('EOF before the first answer')))
+            raise _Lost('timeout', 'the KME closed the connection before its answer was complete')
+        if service != self.SERVICES[command] + 1 or len(body) != length or length < 4:
+            self.close()
+            raise _Lost('protocol', 'the answer is not a %s response frame' % command)
+        return self._decode(command, body)
+
+    def _encode(self, command, data):
+        if command == 'OPEN_CONNECT':
+            qos = dict(data.get('qos') or {})
+            values = [qos.get(name, 0) for name in self.QOS_FIELDS]   # 0: the KME's default (size, rate, TTL)
+            mimetype = qos.get('metadata_mimetype', 'application/json').encode('utf-8')
+            ksid = uuid.UUID(data['key_stream_ID']).bytes if data.get('key_stream_ID') else bytes(16)
+            return (data['source'].encode('utf-8') + b'\0' + data['destination'].encode('utf-8') + b'\0'
+                    + self.QOS.pack(*(values + [mimetype])) + ksid)
+        ksid = uuid.UUID(data['key_stream_ID']).bytes
+        if command == 'GET_KEY':
+            return ksid + struct.pack('!II', data['index'], data['metadata_size'])
+        return ksid
+
+    def _decode(self, command, body):
+        (status,) = struct.unpack('!I', body[:4])
+        rest = body[4:]
+        if status == self.NOT_A_CALL:
+            try:
+                error = json.loads(rest.decode('utf-8'))
+            except ValueError:
+                error = {}
+            return {'command': command, 'error': error.get('error', 'bad_request'), 'message': error.get('message')}
+        answer, data = {'command': command, 'status': status}, {}
+        try:
+            if command == 'OPEN_CONNECT' and status in (0, 1, 7):
+                values = self.QOS.unpack(rest[:self.QOS.size])
+                data['qos'] = dict(zip(self.QOS_FIELDS, values[:7]), metadata_mimetype=values[7].rstrip(b'\0').decode())
+                ksid = uuid.UUID(bytes=rest[self.QOS.size:self.QOS.size + 16])
+                if ksid.int:
+                    data['key_stream_ID'] = str(ksid)
+                rest = rest[self.QOS.size + 16:]
+            elif command == 'GET_KEY' and status == 0:
+                index, size = struct.unpack('!II', rest[:8])
+                key = rest[8:8 + size]
+                (meta_size,) = struct.unpack('!I', rest[8 + size:12 + size])
+                metadata = rest[12 + size:12 + size + meta_size]
+                if len(key) != size or len(metadata) != meta_size:
+                    raise ValueError('short')
+                data.update(index=index, key_buffer=base64.b64encode(key).decode('ascii'),
+                            metadata=metadata.decode('utf-8'))
+                rest = rest[12 + size + meta_size:]
+            elif command == 'GET_KEY' and status == 8:
+                (data['metadata_size'],) = struct.unpack('!I', rest[:4])
+                rest = rest[4:]
+        except (struct.error, ValueError, UnicodeDecodeError):
+            raise _Lost('protocol', 'the %s response frame is malformed' % command)
+        if command == 'GET_KEY' and status == 0:
+            data['key_stream_ID'] = self._last_ksid
+        answer['data'] = data
+        if rest:
+            answer['message'] = rest.decode('utf-8', 'replace')
+        return answer
+
+
+WIRES = {'json': JsonLineWire, 'binary': BinaryWire}
 
 
 def _name(exc):
@@ -178,11 +281,11 @@ class Etsi004Client(KeyDeliveryClient):
     interface = 'etsi004'
 
     def __init__(self, kme_url, sae_id, client_cert, client_key, ca_cert, timeout=10.0, retries=3,
-                 retry_backoff=0.5, warn=None, wire='json', qos=None):
+                 retry_backoff=0.5, warn=None, wire=None, qos=None):
         match = _URL.match(kme_url or '')
         if not match or not 0 < int(match.group('port')) < 65536:
-            raise KeyDeliveryError('kme_url of an ETSI 004 KME must be tls://<host>:<port>, got %r' % (kme_url,),
-                                   kind='config')
+            raise KeyDeliveryError('kme_url of an ETSI 004 KME must be tls://<host>:<port> (JSON dialect) or '
+                                   'tls+binary://<host>:<port> (binary framing), got %r' % (kme_url,), kind='config')
         if not sae_id or not isinstance(sae_id, str) or '/' in sae_id:
             raise KeyDeliveryError('sae_id is required for ETSI GS QKD 004 (it names this SAE in OPEN_CONNECT), '
                                    'got %r' % (sae_id,), kind='config')
@@ -191,6 +294,7 @@ class Etsi004Client(KeyDeliveryClient):
                 raise KeyDeliveryError('%s is required for ETSI GS QKD 004 (mutual TLS)' % option, kind='config')
             if not os.path.isfile(path):
                 raise KeyDeliveryError('%s %s does not exist or is not a file' % (option, path), kind='config')
+        wire = wire or ('binary' if match.group('scheme') == 'tls+binary' else 'json')
         if wire not in WIRES:
             raise KeyDeliveryError('wire must be one of %s, got %r' % (', '.join(sorted(WIRES)), wire), kind='config')
         if timeout <= 0:

@@ -253,3 +253,41 @@ def test_the_modules_take_interface_etsi004(sim, tmp_path):
     with open(sim['log_file']) as handle:
         log = handle.read()
     assert log.count('KME-B/etsi004 SAE-B 004 GET_KEY status=0') - before == 2   # check mode fetched nothing
+
+
+def binary_url(sim, sae_id):
+    kme = sim['kmes'][sim['saes'][sae_id]['kme_id']]
+    return kme['interfaces']['etsi004']['binary_url']
+
+
+@pytest.mark.parametrize('master_wire, slave_wire', [('binary', 'binary'), ('binary', 'json'), ('json', 'binary'),
+                                                     ('etsi014', 'binary')])
+def test_the_binary_framing_shares_keys_with_the_json_dialect_and_014(sim, master_wire, slave_wire):
+    def end(sae_id, wire):
+        if wire == 'etsi014':
+            return client_for(sim, sae_id, 'etsi014')
+        return client_for(sim, sae_id, kme_url=binary_url(sim, sae_id) if wire == 'binary' else None)
+    with end('SAE-A', master_wire) as master, end('SAE-B', slave_wire) as slave:
+        keys = master.get_new_keys('SAE-B', number=3, size=384)
+        assert kcvs(sim, slave.get_keys_by_id('SAE-A', [key.key_id for key in keys])) == kcvs(sim, keys)
+        with pytest.raises(KeyDeliveryError) as err:
+            slave.get_keys_by_id('SAE-A', [keys[0].key_id])
+    assert err.value.kind == 'bad_request' and 'unknown key_stream_ID' in err.value.message
+
+
+def test_the_binary_framing_carries_statuses_and_messages(sim, monkeypatch):
+    with client_for(sim, 'SAE-A', kme_url=binary_url(sim, 'SAE-A')) as master:
+        assert master.status('SAE-B')['status_extension']['qos']['key_chunk_size'] == 32
+        master.qos = dict(min_bps=10 ** 9)
+        with pytest.raises(KeyDeliveryError) as err:
+            master.get_new_keys('SAE-B')
+        assert err.value.status_code == 7 and err.value.details[0]['min_bps'] == 51200
+        assert 'min_bps 1000000000 is above the key rate' in err.value.message
+        master.qos = {}
+        with pytest.raises(KeyDeliveryError) as err:
+            master.get_new_keys('SAE-E')
+        assert err.value.kind == 'unavailable' and err.value.status_code == 4 and 'alarmed' in err.value.message
+        monkeypatch.setattr(etsi004_client, 'METADATA_SIZE', 10)
+        (key,) = master.get_new_keys('SAE-B')          # status 8, then retried with the size asked for
+    with client_for(sim, 'SAE-B', kme_url=binary_url(sim, 'SAE-B')) as slave:
+        assert kcvs(sim, slave.get_keys_by_id('SAE-A', [key.key_id])) == kcvs(sim, [key])

@@ -11,6 +11,7 @@ import hashlib
 import json
 import socket
 import ssl
+import struct
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,7 @@ def test_endpoints_list_every_interface_of_every_kme(sim):
     assert set(kmes["KME-A"]["interfaces"]) == {"etsi014", "etsi004"}
     assert kmes["KME-A"]["interfaces"]["etsi004"]["url"].startswith("tls://127.0.0.1:")
     assert kmes["KME-A"]["interfaces"]["etsi004"]["wire"] == "json"
+    assert kmes["KME-A"]["interfaces"]["etsi004"]["binary_url"].startswith("tls+binary://127.0.0.1:")
     assert "etsi004" not in kmes["KME-F"]["interfaces"]          # default: ETSI 014 only
     assert kmes["KME-F"]["etsi014_url"] == kmes["KME-F"]["interfaces"]["etsi014"]["url"]
 
@@ -324,3 +326,85 @@ def test_a_client_without_a_trusted_certificate_is_refused(sim):
             tls.sendall(b'{"command": "CLOSE", "data": {}}\n')
             assert not tls.recv(1024)    # TLS 1.3: the refusal may only show on the first read
             raise ConnectionError("closed")
+
+
+# -- the binary framing -------------------------------------------------------------------------
+
+class Binary004:
+    """Frames built by hand as the public binary dialect defines them (8-byte header, fixed payloads)."""
+
+    def __init__(self, simulator: SimulatorProcess, sae_id: str, seen_keys: list[str]):
+        endpoints = simulator.endpoints
+        sae = endpoints["saes"][sae_id]
+        url = endpoints["kmes"][sae["kme_id"]]["interfaces"]["etsi004"]["binary_url"]
+        host, port = url.removeprefix("tls+binary://").rsplit(":", 1)
+        context = ssl.create_default_context(cafile=endpoints["ca_cert"])
+        context.load_cert_chain(sae["client_cert"], sae["client_key"])
+        self.sock = context.wrap_socket(socket.create_connection((host, int(port)), timeout=10), server_hostname=host)
+        self.reader = self.sock.makefile("rb")
+        self.seen_keys = seen_keys
+
+    def frame(self, service: int, payload: bytes) -> tuple[int, bytes]:
+        self.sock.sendall(struct.pack("!BBBbI", 1, 0, 1, service, len(payload)) + payload)
+        header = self.reader.read(8)
+        answer_service, length = struct.unpack("!BBBbI", header)[3:]
+        return answer_service, self.reader.read(length)
+
+    def open(self, master: str, slave: str, ksid: bytes = bytes(16), chunk: int = 32, min_bps: int = 0):
+        qos = struct.pack("!7I", chunk, 51200, min_bps, 0, 0, 0, 3600) + b"application/json".ljust(256, b"\0")
+        service, body = self.frame(0x02, f"qkd://{master}".encode() + b"\0" + f"qkd://{slave}".encode() + b"\0"
+                                   + qos + ksid)
+        assert service == 0x03
+        status = struct.unpack("!I", body[:4])[0]
+        if status in (0, 1, 7):
+            return status, struct.unpack("!7I", body[4:32]), body[4 + 28 + 256:4 + 28 + 256 + 16]
+        return status, None, None
+
+    def get_key(self, ksid: bytes, index: int, metadata_size: int = 1024):
+        service, body = self.frame(0x04, ksid + struct.pack("!II", index, metadata_size))
+        assert service == 0x05
+        status = struct.unpack("!I", body[:4])[0]
+        if status:
+            return status, body[4:], None
+        got_index, size = struct.unpack("!II", body[4:12])
+        key = body[12:12 + size]
+        meta_size = struct.unpack("!I", body[12 + size:16 + size])[0]
+        self.seen_keys.append(base64.b64encode(key).decode())
+        assert got_index == index
+        return status, key, json.loads(body[16 + size:16 + size + meta_size])
+
+    def shutdown(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def test_the_binary_framing_serves_the_same_streams(sim, sae, seen_keys):
+    master, slave = Binary004(sim, "SAE-A", seen_keys), Binary004(sim, "SAE-B", seen_keys)
+    try:
+        status, qos, ksid = master.open("SAE-A", "SAE-B")
+        assert status == 1 and qos[0] == 32 and ksid != bytes(16)
+        assert master.open("SAE-A", "SAE-B", min_bps=10 ** 9)[:2] == (7, (32, 51200, 51200, 0, 0, 0, 3600))
+        status, key, metadata = master.get_key(ksid, 0)
+        assert status == 0 and len(key) == 32 and metadata["link_id"] == "A--B"
+        status, needed, unused = master.get_key(ksid, 1, metadata_size=10)
+        assert status == 8 and struct.unpack("!I", needed[:4])[0] > 10 and b"metadata needs" in needed
+        assert slave.open("SAE-A", "SAE-B", ksid)[0] == 0
+        status, slave_key, unused = slave.get_key(ksid, 0)
+        assert status == 0 and hashlib.sha256(slave_key).digest() == hashlib.sha256(key).digest()
+        status, message, unused = slave.get_key(ksid, 0)
+        assert status == 2 and b"already delivered" in message
+        # the chunk is gone for ETSI 014 too
+        response = sae(sim, "SAE-B").dec_keys("SAE-A", [metadata["key_ID"]])
+        assert response.status_code == 400
+        service, body = slave.frame(0x08, ksid)
+        assert service == 0x09 and struct.unpack("!I", body[:4])[0] == 0
+        service, body = master.frame(0x04, bytes(16) + struct.pack("!II", 0, 1024))   # an unknown stream
+        assert struct.unpack("!I", body[:4])[0] == 0xFFFFFFFF
+        assert json.loads(body[4:])["error"] == "bad_request"
+        service, body = master.frame(0x04, b"short")                                   # malformed
+        assert json.loads(body[4:])["message"] == "malformed binary GET_KEY request (5 bytes)"
+        master.sock.sendall(struct.pack("!BBBbI", 1, 0, 1, 0x06, 0))                   # not a request type
+        assert master.reader.read(8) == b""                                            # the KME hangs up
+    finally:
+        master.shutdown()
+        slave.shutdown()
