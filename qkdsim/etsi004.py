@@ -94,6 +94,7 @@ MAX_TIMEOUT_MS = 60_000            # the longest a GET_KEY may block
 MAX_TTL_S = 86_400
 MAX_LINE_BYTES = 64 * 1024
 MAX_INDEX = 2 ** 32 - 1
+MAX_STREAMS = 1 << 16              # open streams over the whole network; beyond this OPEN_CONNECT is refused
 QOS_FIELDS = ("key_chunk_size", "max_bps", "min_bps", "jitter", "priority", "timeout", "TTL", "metadata_mimetype")
 URI_SCHEME = "qkd://"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -201,6 +202,8 @@ class Etsi004Api:
             if caller == source:
                 if stream is not None or self.keystore.waiting(ksid) is not None:
                     return Reply(KSID_IN_USE, message=f"key_stream_ID {ksid} is already in use")
+                if len(self.streams.streams) >= MAX_STREAMS:
+                    return Reply(NO_QKD_CONNECTION, message=f"{MAX_STREAMS} streams are open; close some first")
                 self.streams.streams[ksid] = Stream(ksid, source, destination, self.kme_id, peer_site.kme_id, pool, qos,
                                                     now + qos["TTL"])
                 return Reply(PEER_NOT_CONNECTED, {"key_stream_ID": ksid, "qos": qos},

@@ -408,3 +408,19 @@ def test_the_binary_framing_serves_the_same_streams(sim, sae, seen_keys):
     finally:
         master.shutdown()
         slave.shutdown()
+
+
+def test_open_streams_are_bounded(monkeypatch):
+    """In process: beyond MAX_STREAMS open streams a new OPEN_CONNECT is status 4 and nothing is opened."""
+    from qkdsim import etsi004
+    from qkdsim.keystore import KeyStore
+    from qkdsim.topology import load_topology
+    topology = load_topology(TOPOLOGY)
+    monkeypatch.setattr(etsi004, "MAX_STREAMS", 2)
+    streams = etsi004.Etsi004Streams()
+    api = etsi004.Etsi004Api("KME-A", topology, KeyStore(topology), streams)
+    request = {"source": "qkd://SAE-A", "destination": "qkd://SAE-B"}
+    assert [api.open_connect("SAE-A", dict(request)).status for unused in range(3)] == [1, 1, 4]
+    assert len(streams.streams) == 2
+    ksid = next(iter(streams.streams))
+    assert api.close("SAE-A", {"key_stream_ID": ksid}).status == 0
