@@ -131,7 +131,8 @@ def measure(sites, workdir, addition):
     common.note('N=%d: testbed_up.yml' % sites)
     extra = dict(testbed_sites=sites, testbed_state_dir=state_dir, testbed_prefix=PREFIX)
     log = os.path.join(workdir, 'n%d-up.log' % sites)
-    row = dict(sites=sites, links=sites * (sites - 1) // 2)
+    # the machine is shared: the 1-minute load average before the run says how busy it was
+    row = dict(sites=sites, links=sites * (sites - 1) // 2, load_before=round(os.getloadavg()[0], 2))
     try:
         up_seconds, output = playbook(UP, extra, log)
         phases, connect = phase_row(up_seconds, task_seconds(log), runs(state_dir))
@@ -202,19 +203,21 @@ def markdown(results):
              'N sites as network namespaces with real charons (user-space ESP, kernel-libipsec). "Up" is the whole '
              'ansible-playbook run, from start to every pair pinging through its tunnel with ppk=yes on every IKE SA. '
              'Target: N=10 within %.0f s, set-up p50 <= %.0f ms.' % (TARGET_UP_SECONDS_AT_10, TARGET_SETUP_P50_MS), '',
-             '| N | links | up (s) | namespaces | charons | qkdsim | keying | render | load | initiate | verify | ansible & rest |'
+             '| N | load avg | links | up (s) | namespaces | charons | qkdsim | keying | render | load | initiate | verify | ansible & rest |'
              ' set-up p50 / p99 (charon, ms) | swanctl --initiate p50 / p99 (ms) | down (s) | left |',
-             '|' + ' --- |' * 16]
+             '|' + ' --- |' * 17]
     for row in results['runs']:
         p = row['phases_s']
-        lines.append('| %d | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f / %.0f | %.0f / %.0f | %.2f | %s |' % (
-            row['sites'], row['links'], row['up_s'], p['namespaces'], p['charons'], p['qkdsim'], p['keying'], p['render'],
+        lines.append('| %d | %.1f | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f / %.0f | %.0f / %.0f | %.2f | %s |' % (
+            row['sites'], row['load_before'], row['links'], row['up_s'], p['namespaces'], p['charons'], p['qkdsim'], p['keying'], p['render'],
             p['load'], p['initiate'], p['verify'], p['ansible_and_rest'], row['setup_charon_summary_ms']['p50'],
             row['setup_charon_summary_ms']['p99'], row['setup_swanctl_summary_ms']['p50'], row['setup_swanctl_summary_ms']['p99'],
             row['down_s'], 'nothing' if not row['left_after_down'] else row['left_after_down']))
     lines += ['', 'Set-up (charon) is the initiator\'s log from "initiating IKE_SA" to "CHILD_SA established" (IKE_SA_INIT '
               'and IKE_AUTH with the PPK); swanctl --initiate is the wall time of each initiate command, all links started '
-              'at once from 16 threads on 2 cores, so it includes the queueing.', '',
+              'at once from 16 threads (at most 4 at a time into one charon) on 2 cores, so it includes the queueing. '
+              '"load avg" is the 1-minute load average just before the run: this 2-core machine is shared, and "ansible & rest" '
+              '(ansible-playbook start-up and its per-task overhead) grows with it.', '',
               '| N | add site N+1 (s) | keying | links keyed | only the new links keyed (keyed_now and QKD keys served) |'
               ' existing IKE SAs kept |', '|' + ' --- |' * 6]
     for row in results['runs']:
