@@ -18,7 +18,7 @@ import pytest
 from charon_support import skip_reason as charon_skip_reason
 from conftest import REPO_ROOT, enc_keys_served
 from test_full_mesh import keyed_now
-from test_playbooks import ansible_playbook
+from test_playbooks import ansible_playbook, key_spellings
 
 UP = os.path.join(REPO_ROOT, 'playbooks', 'testbed_up.yml')
 DOWN = os.path.join(REPO_ROOT, 'playbooks', 'testbed_down.yml')
@@ -85,6 +85,13 @@ def test_up_brings_every_link_up_with_its_ppk_and_traffic_flows(testbed):
     result = bed.verify()
     assert result['ok'], result['problems']
     assert sorted(result['rtt_ms']) == LINKS
+    # no key byte in the playbook's output or in the testbed's record of its runs
+    with open(bed.path('runs.jsonl')) as handle:
+        text = testbed['output'] + handle.read()
+    for link in LINKS:
+        with open(os.path.join(bed.info()['key_store'], link + '.json')) as handle:
+            key = bytes.fromhex(json.load(handle)['key'])
+        assert not [spelling for spelling in key_spellings(key) if spelling in text], link
 
 
 def test_rotation_through_push_mode_rekeys_every_link_and_traffic_still_flows(testbed):
