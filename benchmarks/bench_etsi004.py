@@ -45,14 +45,17 @@ links:
     initial_fill: 1.0
     qber: 0.01
 """
-COMBINATIONS = (('etsi014', 'etsi014'), ('etsi004', 'etsi004'), ('etsi014', 'etsi004'), ('etsi004', 'etsi014'))
+COMBINATIONS = (('etsi014', 'etsi014'), ('etsi004', 'etsi004'), ('etsi004-binary', 'etsi004-binary'),
+                ('etsi014', 'etsi004'), ('etsi004', 'etsi014'))
 TARGET_P50_MS = 3.0   # the ETSI 014 pair target (bench_etsi014.py) applies to every interface
 
 
-def client(endpoints_file, sae_id, interface):
-    options = ConnectionOptions.from_dict(dict(endpoints_file=endpoints_file, sae_id=sae_id, retries=0,
-                                               interface=interface))
-    return open_client(resolve_connection(options))
+def client(endpoints, endpoints_file, sae_id, interface):
+    """A client of ``interface``; ``etsi004-binary`` is ETSI 004 in the binary framing (kme_url tls+binary://)."""
+    options = dict(endpoints_file=endpoints_file, sae_id=sae_id, retries=0, interface=interface.split('-')[0])
+    if interface == 'etsi004-binary':
+        options['kme_url'] = endpoints['kmes'][endpoints['saes'][sae_id]['kme_id']]['interfaces']['etsi004']['binary_url']
+    return open_client(resolve_connection(ConnectionOptions.from_dict(options)))
 
 
 def run_pairs(master, slave, batch, repeats):
@@ -86,8 +89,8 @@ def main():
         try:
             endpoints = str(simulator.endpoints_file)
             for master_interface, slave_interface in COMBINATIONS:
-                with client(endpoints, 'SAE-A', master_interface) as master, \
-                        client(endpoints, 'SAE-B', slave_interface) as slave:
+                with client(simulator.endpoints, endpoints, 'SAE-A', master_interface) as master, \
+                        client(simulator.endpoints, endpoints, 'SAE-B', slave_interface) as slave:
                     run_pairs(master, slave, 1, 50)  # warm up: TLS sessions, caches
                     for batch, repeats in plan:
                         samples, total = run_pairs(master, slave, batch, repeats)
@@ -106,13 +109,14 @@ def main():
     if args.quick:
         return 0
     common.save_results('etsi004', results)
-    names = {'etsi014': 'ETSI 014', 'etsi004': 'ETSI 004'}
+    names = {'etsi014': 'ETSI 014', 'etsi004': 'ETSI 004', 'etsi004-binary': 'ETSI 004 (binary framing)'}
     lines = [
         '## ETSI GS QKD 004 next to ETSI 014, and mixed links, through the collection\'s clients',
         '',
         common.machine_line(machine),
         '',
-        'Both KMEs of the simulator serve ETSI 014 and ETSI 004 (`benchmarks/bench_etsi004.py`); master and',
+        'Both KMEs of the simulator serve ETSI 014 and ETSI 004, the latter in the JSON dialect and in the binary',
+        'framing (`benchmarks/bench_etsi004.py`); master and',
         'slave each keep one mutual-TLS connection to their own KME. One pair = the master\'s new keys, then',
         'the slave\'s keys by ID. ETSI 004 master: OPEN_CONNECT, one GET_KEY per key, CLOSE; ETSI 004 slave:',
         'OPEN_CONNECT on the key ID, GET_KEY, CLOSE per key (the key-by-ID bridge, docs/qkdsim.md), so its',
