@@ -511,7 +511,7 @@ class Etsi004Client(KeyDeliveryClient):
 
     def _partial(self, error, issued):
         """``error`` after ``issued`` keys of this call were handed out: they are lost, say so."""
-        if not issued or error.consumed:
+        if not issued:
             return error
         return self._error(None, error.kind, '%s; %d key(s) of this request had been handed out before and are '
                            'not returned, so they are lost. Request new keys.' % (error.message, issued),
