@@ -15,7 +15,10 @@ simulated QKD network, and times whole ansible-playbook runs:
 
 Writes benchmarks/results/mesh_render.json and the mesh-render section of docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/bench_mesh_render.py [--sites 5,10,20,50,100] [--budget 240]
+    .venv/bin/python benchmarks/bench_mesh_render.py [--sites 5,10,20,50,100] [--budget 240] [--merge]
+
+With --merge, rows of the last results file for other site counts are kept (each row says when it
+was measured and the load average then), so one N can be measured again on a quiet machine.
 """
 
 import argparse
@@ -71,7 +74,8 @@ def measure(sites, workdir, budget, per_link_seconds, per_site_seconds):
     base = os.path.join(workdir, 'n%d' % sites)
     subprocess.run([sys.executable, GENERATOR, '--sites', str(sites), '--out', base], check=True, stdout=subprocess.DEVNULL)
     simulator = SimulatorProcess(os.path.join(base, 'qkdsim'), topology=os.path.join(base, 'topology.yml'))
-    row = dict(sites=sites, links=links)
+    row = dict(sites=sites, links=links, load_before=round(os.getloadavg()[0], 2),
+               measured_at=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))
     try:
         common_vars = dict(qsafe_endpoints_file=str(simulator.endpoints_file))
         store, out = os.path.join(base, 'store'), os.path.join(base, 'rendered')
@@ -119,15 +123,17 @@ def report(rows, machine, budget):
         'nothing written). *Per-site roles*: the same files through the `mesh_site` role on every host',
         '(`qsafe_render_per_site=true`, keys already stored). *Naive*: `benchmarks/naive/per_link.yml`, one task',
         'iteration per link that keys it with its own lookup call and writes one file - less work than the roll-out.',
-        'Runs the script predicted to exceed %d s are marked "not run".' % budget,
+        'Runs the script predicted to exceed %d s are marked "not run". *Load* is the 1-minute load average' % budget,
+        'when the row began (2 cores: above 2, other jobs shared the machine and every time in the row is longer).',
         '',
-        '| sites | links | files | first run (s) | second run (s) | per-site roles (s) | naive, one task per link (s) | naive / first run |',
-        '|---:|---:|---:|---:|---:|---:|---:|---:|',
+        '| sites | links | files | first run (s) | second run (s) | per-site roles (s) | naive, one task per link (s) | naive / first run | load | measured |',
+        '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ]
     for row in rows:
-        lines.append('| %d | %d | %d | %.1f | %.1f | %s | %s | %s |' % (
+        lines.append('| %d | %d | %d | %.1f | %.1f | %s | %s | %s | %s | %s |' % (
             row['sites'], row['links'], row['files'], row['first_run_s'], row['second_run_s'],
-            fmt(row.get('per_site_roles_s')), fmt(row.get('naive_per_link_s')), fmt(row.get('speedup_vs_naive'), '%.0fx')))
+            fmt(row.get('per_site_roles_s')), fmt(row.get('naive_per_link_s')), fmt(row.get('speedup_vs_naive'), '%.0fx'),
+            fmt(row.get('load_before')), row.get('measured_at', 'not recorded')))
     lines.append('')
     if top['sites'] == 100:
         lines.append('- Target N = 100 (4,950 links) in <= %d s: **%s** (%.1f s).' % (
@@ -148,12 +154,23 @@ def report(rows, machine, budget):
     return '\n'.join(lines)
 
 
+def previous_rows():
+    """The rows of the last results file (none when there is none)."""
+    try:
+        with open(os.path.join(HERE, 'results', 'mesh_render.json')) as handle:
+            return json.load(handle)['rows']
+    except (OSError, ValueError, KeyError):
+        return []
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--sites', default='5,10,20,50,100', help='comma-separated site counts (default 5,10,20,50,100)')
     parser.add_argument('--budget', type=float, default=240.0,
                         help='skip a per-site or naive run predicted to take longer than this many seconds (default 240)')
     parser.add_argument('--keep', action='store_true', help='keep the work directory (logs, inventories, rendered files)')
+    parser.add_argument('--merge', action='store_true',
+                        help='keep the rows of the last results file for site counts not measured in this run')
     args = parser.parse_args()
     counts = sorted(int(value) for value in args.sites.split(','))
     machine = common.machine_description()
@@ -169,6 +186,9 @@ def main():
             common.note('work directory kept: %s' % workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    if args.merge:
+        measured = set(counts)
+        rows = sorted(rows + [row for row in previous_rows() if row['sites'] not in measured], key=lambda row: row['sites'])
     path = common.save_results('mesh_render', dict(machine=machine, budget_s=args.budget, rows=rows))
     common.replace_section('mesh-render', report(rows, machine, args.budget))
     common.note('results: %s; docs/benchmarks.md updated' % path)

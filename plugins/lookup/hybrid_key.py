@@ -130,6 +130,15 @@ options:
         configurations can hold both keys (make-before-break MACsec key rollover).
     type: bool
     default: false
+  return_keys:
+    description:
+      - Whether results carry key bytes (C(key), and C(previous_key) with I(store_only)).
+      - C(false) - only the public fields; the keys stay in I(key_store) for a later step to read
+        (C(store_only), or the C(qsafe.keyfabric.mesh_render) action). A play that only keys links
+        then never holds a key in a variable, and needs no filter to strip it (which costs seconds
+        for thousands of links).
+    type: bool
+    default: true
   previous_key_lifetime:
     description:
       - The overlap window of a rotation, in seconds. A key that replaced another takes over at its
@@ -176,6 +185,10 @@ EXAMPLES = r'''
   ansible.builtin.debug:
     msg: "{{ link_keys | map('dict2items') | map('rejectattr', 'key', 'eq', 'key') | map('items2dict') }}"
 
+- name: Key a whole mesh into a key store, holding no key in any variable
+  ansible.builtin.set_fact:
+    mesh_keyed: "{{ query('qsafe.keyfabric.hybrid_key', links, key_store='/var/lib/qsafe/keys', return_keys=false) }}"
+
 - name: A link to a site without QKD may do with ML-KEM and X25519, with an alarm
   ansible.builtin.set_fact:
     mex_key: "{{ lookup('qsafe.keyfabric.hybrid_key', {'master': 'SAE-MAD-1', 'slave': 'SAE-MEX-1'},
@@ -193,7 +206,7 @@ _raw:
     master: {description: "Master SAE ID.", type: str}
     slave: {description: "Slave SAE ID.", type: str}
     key:
-      description: The link key, hex. SECRET.
+      description: The link key, hex. SECRET. Not with I(return_keys=false).
       type: str
     kcv: {description: "Key check value of the key, 6 hex digits.", type: str}
     ppk_id: {description: "A public identifier of this key (for example the RFC 8784 PPK ID).", type: str}
@@ -216,6 +229,7 @@ _raw:
     previous_key:
       description:
         - With I(store_only), while the overlap window is open - the key this one replaced, hex. SECRET.
+          Not with I(return_keys=false).
       type: str
     previous_active_from:
       description: With I(previous_key), when that key had taken over from its own predecessor (UNIX time), if it had one.
@@ -366,7 +380,12 @@ class LookupModule(LookupBase):
                     if self.get_option('key_store') else 'without key_store their keys are discarded')
             raise AnsibleLookupError('%d of %d links failed: %s. The %d other links were keyed; %s.' % (
                 len(failures), len(plans), '; '.join(failures), len(plans) - len(failures), kept))
-        return [result for result, error in outcomes]
+        results = [result for result, error in outcomes]
+        if not self.get_option('return_keys'):
+            for result in results:
+                result.pop('key', None)
+                result.pop('previous_key', None)
+        return results
 
     def _check_options(self, options, links):
         if self.get_option('key_length') < 32:

@@ -178,3 +178,19 @@ def test_store_only_never_derives(simulator, tmp_path):
                                           key_store=str(store), store_only=True)
     assert rc != 0 and 'link SAE-MAD-1--SAE-MAD-3: no usable key in key_store' in output, output
     assert list(store.iterdir()) == []
+
+
+def test_return_keys_false_gives_only_public_fields(simulator, tmp_path):
+    store = tmp_path / 'store'
+    store.mkdir(mode=0o700)
+    links = [dict(master='SAE-MAD-1', slave='SAE-MAD-2')]
+    rc, output, keyed = lookup_playbook(tmp_path, simulator, links, key_store=str(store), return_keys=False)
+    assert rc == 0, output
+    assert 'key' not in keyed[0] and keyed[0]['reused'] is False and len(keyed[0]['kcv']) == 6
+    rc, output, reused = lookup_playbook(tmp_path, simulator, links, key_store=str(store), return_keys=False)
+    assert rc == 0, output
+    assert 'key' not in reused[0] and reused[0]['reused'] is True and reused[0]['kcv'] == keyed[0]['kcv']
+    # The key is in the store, and store_only reads it back: the same key the KCV names.
+    rc, output, stored = lookup_playbook(tmp_path, simulator, links, key_store=str(store), store_only=True)
+    assert rc == 0, output
+    assert len(bytes.fromhex(stored[0]['key'])) == 32 and stored[0]['kcv'] == keyed[0]['kcv']
