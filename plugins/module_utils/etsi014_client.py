@@ -8,7 +8,8 @@ Retries and the "never consume a key twice" rule
 A request is retried (with exponential backoff, and a warning per retry) only when it is
 certain that the KME handed out no key for it:
 
-* the connection could not be made (refused, connect timeout, TLS handshake not even started),
+* the connection could not be made (refused, connect timeout, or reset before or during the TLS
+  handshake: urllib3 writes the request only once the handshake is done),
 * the KME answered 503 (ETSI 014: server-side error, e.g. not enough key; it delivers nothing).
 
 ``status`` is read-only, so it is also retried after a read timeout or a dropped connection.
@@ -45,6 +46,7 @@ except ImportError:  # pragma: no cover - Python 2 is not supported, kept for sa
 try:
     import requests
     import requests.exceptions
+    import urllib3.connection
     import urllib3.exceptions
 except ImportError:  # pragma: no cover - reported by the caller through missing_required_lib
     requests = None
@@ -136,17 +138,67 @@ def _is_ssl_failure(exc):
         'alert' in str(root).lower()
 
 
+def _exception_chain(exc):
+    """``exc`` and every exception it wraps (requests and urllib3 keep the cause in ``reason``, in ``args`` or in
+    ``__cause__``), outermost first."""
+    chain, pending = [], [exc]
+    while pending and len(chain) < 16:
+        link = pending.pop(0)
+        if not isinstance(link, BaseException) or any(link is seen for seen in chain):
+            continue
+        chain.append(link)
+        pending.extend([getattr(link, 'reason', None)] + list(link.args) + [link.__cause__])
+    return chain
+
+
+def _connect_codes():
+    """Code objects of urllib3's connection set-up: TCP connect and TLS handshake, before any request byte."""
+    codes = set()
+    for cls in (urllib3.connection.HTTPConnection, urllib3.connection.HTTPSConnection):
+        method = getattr(cls, 'connect', None)
+        if method is not None:
+            codes.add(method.__code__)
+    return codes
+
+
+def _raised_while_connecting(exc):
+    """True when ``exc`` was raised inside urllib3's ``connect`` (TCP connect or TLS handshake).
+
+    urllib3 writes the HTTP request only after ``connect`` returned, so an error raised in it cannot have carried
+    the request. This is the only way to tell a reset during the handshake (a KME that accepts and resets, e.g.
+    qkdsim's ``kme-down --mode drop``) from a reset while the answer was awaited: urllib3 wraps both in the same
+    ``ProtocolError('Connection aborted.', ConnectionResetError(...))``."""
+    codes = _connect_codes()
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code in codes:
+            return True
+        frame = frame.tb_next
+    return False
+
+
 def _may_have_been_sent(exc):
     """True when the request may have reached the KME before ``exc`` happened."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return False
     if isinstance(exc, requests.exceptions.ReadTimeout):
         return True
-    root = _root_cause(exc)
-    if isinstance(root, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
-                         ConnectionRefusedError)):
-        return False
+    for link in _exception_chain(exc):
+        if isinstance(link, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
+                             ConnectionRefusedError)):
+            return False
+        if isinstance(link, OSError) and not isinstance(link, requests.exceptions.RequestException) \
+                and _raised_while_connecting(link):
+            return False
     return True
+
+
+def _connection_failure(exc):
+    """The exception that names why a connection failed: the innermost OSError that is not a requests wrapper."""
+    for link in reversed(_exception_chain(exc)):
+        if isinstance(link, OSError) and not isinstance(link, requests.exceptions.RequestException):
+            return link
+    return _root_cause(exc)
 
 
 class Etsi014Client(KeyDeliveryClient):
@@ -280,6 +332,10 @@ class Etsi014Client(KeyDeliveryClient):
             kind, what = 'timeout', 'the KME did not answer within %s s' % self.timeout
         elif sent:
             kind, what = 'timeout', 'the connection to the KME broke before its answer arrived (%s)' % _exception_name(_root_cause(exc))
+        elif _raised_while_connecting(_connection_failure(exc)):
+            kind, what = 'unreachable', ('cannot connect to the KME: the connection broke before the TLS handshake '
+                                         'completed, so no request was sent (%s)'
+                                         % _exception_name(_connection_failure(exc)))
         else:
             kind, what = 'unreachable', 'cannot connect to the KME (%s)' % _exception_name(_root_cause(exc))
         message = 'ETSI 014 %s at %s: %s' % (operation, self.kme_url, what)

@@ -9,6 +9,7 @@ import datetime
 import ipaddress
 import socket
 import ssl
+import struct
 import threading
 import time
 
@@ -25,6 +26,11 @@ BEHAVIOURS = {
     'http500': (500, 'text/plain', b'internal error'),
     'slow': (200, 'application/json', b'{}'),
     'drop': None,
+    # TCP resets (SO_LINGER 0), at three moments: right after accept (what qkdsim's kme-down --mode drop does), after
+    # reading the ClientHello and before answering it (in the TLS handshake), and after reading the whole request.
+    'reset_at_accept': None,
+    'reset_in_handshake': None,
+    'reset_after_request': None,
     # Key material where an error message might quote it:
     'raw_keys': b'{"keys": [{"key_ID": "k1", "key": "U0VDUkVULUtFWS1CWVRFUy0wMTIzNDU2Nzg5YWJjZGVm"}]}\r\n\r\n',
     'swapped_fields': (200, 'application/json',
@@ -66,6 +72,12 @@ def _write_pki(directory):
     return paths
 
 
+def _reset(sock):
+    """Close ``sock`` with a TCP RST instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    sock.close()
+
+
 class MisbehavingKME(object):
     """Serves one behaviour from BEHAVIOURS on a loopback port until stop()."""
 
@@ -74,6 +86,7 @@ class MisbehavingKME(object):
         self.behaviour = behaviour
         self.delay = delay
         self.requests = 0
+        self.connections = 0
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._context.load_cert_chain(*self.paths['server'])
         self._sock = socket.socket()
@@ -103,7 +116,16 @@ class MisbehavingKME(object):
             threading.Thread(target=self._handle, args=(raw,), daemon=True).start()
 
     def _handle(self, raw):
+        self.connections += 1
         try:
+            if self.behaviour == 'reset_at_accept':
+                _reset(raw)
+                return
+            if self.behaviour == 'reset_in_handshake':
+                raw.settimeout(10)
+                raw.recv(4096)          # the ClientHello, never answered
+                _reset(raw)
+                return
             conn = self._context.wrap_socket(raw, server_side=True)
             conn.settimeout(10)
             data = b''
@@ -122,6 +144,9 @@ class MisbehavingKME(object):
                 body += conn.recv(4096)
             self.requests += 1
             answer = BEHAVIOURS[self.behaviour]
+            if self.behaviour == 'reset_after_request':
+                _reset(conn)
+                return
             if answer is None:
                 conn.close()
                 return

@@ -146,7 +146,7 @@ def _open(server):
     return open_client(server.client_settings())
 
 
-@pytest.mark.parametrize('behaviour', ['slow', 'drop', 'garbage', 'wrong_shape', 'bad_base64'])
+@pytest.mark.parametrize('behaviour', ['slow', 'drop', 'reset_after_request', 'garbage', 'wrong_shape', 'bad_base64'])
 def test_lost_or_broken_answer_to_a_key_request_is_never_repeated(misbehaving_kme, behaviour):
     server = misbehaving_kme(behaviour)
     with _open(server) as client:
@@ -154,7 +154,7 @@ def test_lost_or_broken_answer_to_a_key_request_is_never_repeated(misbehaving_km
             client.get_new_keys('SAE-B')
     assert server.requests == 1, 'a key request was sent again'
     assert err.value.consumed and 'no key is consumed twice' in str(err.value)
-    assert err.value.kind == ('timeout' if behaviour in ('slow', 'drop') else 'protocol')
+    assert err.value.kind == ('timeout' if behaviour in ('slow', 'drop', 'reset_after_request') else 'protocol')
 
 
 def test_lost_answer_to_a_key_id_request_says_the_keys_are_gone(misbehaving_kme):
@@ -163,6 +163,34 @@ def test_lost_answer_to_a_key_id_request_says_the_keys_are_gone(misbehaving_kme)
         with pytest.raises(KeyDeliveryError) as err:
             client.get_keys_by_id('SAE-A', ['k1'])
     assert server.requests == 1 and err.value.consumed and 'will not deliver them again' in str(err.value)
+
+
+@pytest.mark.parametrize('operation', ['enc_keys', 'dec_keys'])
+@pytest.mark.parametrize('behaviour', ['reset_at_accept', 'reset_in_handshake'])
+def test_a_reset_before_the_tls_handshake_completes_sent_nothing_so_it_is_retried(misbehaving_kme, behaviour, operation):
+    """A KME that accepts and resets (qkdsim's kme-down --mode drop does this) cannot have seen the request: urllib3
+    writes it only after the handshake. Such a KME is unreachable, the key request is retried and consumed nothing
+    (so a link policy may degrade), unlike a reset after the request was written (the test above)."""
+    server = misbehaving_kme(behaviour)
+    warnings = []
+    with open_client(server.client_settings(), warn=warnings.append) as client:
+        with pytest.raises(KeyDeliveryError) as err:
+            if operation == 'enc_keys':
+                client.get_new_keys('SAE-B')
+            else:
+                client.get_keys_by_id('SAE-A', ['0b5c6c8e-5a43-4c0e-9a3e-0f1d1c2b3a49'])
+    assert server.requests == 0 and server.connections == 3, 'expected a first try and 2 retries, no request'
+    assert err.value.kind == 'unreachable' and not err.value.consumed, err.value.message
+    assert 'cannot connect to the KME' in err.value.message and 'consumed twice' not in err.value.message
+    assert len(warnings) == 2
+
+
+def test_a_reset_after_the_key_id_request_says_the_keys_are_gone(misbehaving_kme):
+    server = misbehaving_kme('reset_after_request')
+    with _open(server) as client:
+        with pytest.raises(KeyDeliveryError) as err:
+            client.get_keys_by_id('SAE-A', ['0b5c6c8e-5a43-4c0e-9a3e-0f1d1c2b3a49'])
+    assert server.requests == 1 and err.value.consumed and 'will not deliver them again' in err.value.message
 
 
 @pytest.mark.parametrize('behaviour', ['slow', 'drop'])

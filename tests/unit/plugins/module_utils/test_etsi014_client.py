@@ -11,6 +11,8 @@ __metaclass__ = type
 
 import socket
 import ssl
+import struct
+import threading
 
 import pytest
 import requests
@@ -99,6 +101,75 @@ def test_lost_answer_may_have_been_sent():
     reset = urllib3.exceptions.ProtocolError('Connection aborted.', ConnectionResetError())
     dropped = requests.exceptions.ConnectionError(reset)
     assert etsi014_client._may_have_been_sent(dropped)
+
+
+class _ResettingListener(object):
+    """A loopback TCP listener that resets each connection (SO_LINGER 0) at a chosen moment: 'accept' (at once),
+    'hello' (after the first bytes arrive: a TLS ClientHello, never answered) or 'request' (after a whole HTTP
+    request head). It gives the real exception chains of requests/urllib3, nothing is built by hand."""
+
+    def __init__(self, moment):
+        self.moment = moment
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(4)
+        self.sock.settimeout(5)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            conn = self.sock.accept()[0]
+        except OSError:
+            return
+        conn.settimeout(5)
+        try:
+            data = b''
+            while self.moment != 'accept' and (self.moment == 'hello' and not data or
+                                                self.moment == 'request' and b'\r\n\r\n' not in data):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        conn.close()
+
+    def error(self, scheme):
+        with requests.Session() as session:
+            session.trust_env = False
+            try:
+                session.post('%s://127.0.0.1:%d/api/v1/keys/SAE-B/enc_keys' % (scheme, self.port), json={'number': 1},
+                             verify=False, timeout=5)
+            except requests.exceptions.RequestException as exc:
+                return exc
+        raise AssertionError('the listener answered')
+
+    def close(self):
+        self.sock.close()
+        self.thread.join(5)
+
+
+@pytest.mark.parametrize('moment, scheme', [('accept', 'https'), ('hello', 'https'), ('accept', 'http')])
+def test_a_reset_before_the_request_was_written_was_not_sent(moment, scheme):
+    listener = _ResettingListener(moment)
+    try:
+        exc = listener.error(scheme)
+    finally:
+        listener.close()
+    assert not etsi014_client._may_have_been_sent(exc), repr(exc)
+
+
+@pytest.mark.parametrize('scheme', ['http'])
+def test_a_reset_after_the_request_was_written_may_have_been_sent(scheme):
+    listener = _ResettingListener('request')
+    try:
+        exc = listener.error(scheme)
+    finally:
+        listener.close()
+    assert etsi014_client._may_have_been_sent(exc), repr(exc)
 
 
 @pytest.fixture
