@@ -1,17 +1,25 @@
 #!/usr/bin/env python
-"""Turn benchmarks/results/testbed_faults.json (bench_testbed_faults.py) into tables and plots.
+"""Turn the testbed's raw results into tables and plots in docs/testbed.md and docs/img/.
 
-Writes docs/img/testbed-key-latency.svg (per-link key-distribution latency by phase against N),
-docs/img/testbed-lookup-wall.svg (one hybrid_key call for the whole mesh against the number of
-links) and the measured-results section of docs/testbed.md, between the markers
-``<!-- testbed-faults:start -->`` and ``<!-- testbed-faults:end -->`` (the rest of the page is
-left as it is). The SVGs are written by hand (no plotting library needed).
+From benchmarks/results/testbed_faults.json (bench_testbed_faults.py): docs/img/testbed-key-latency.svg
+(per-link key-distribution latency by phase against N), docs/img/testbed-lookup-wall.svg (one
+hybrid_key call for the whole mesh against the number of links) and the section between the markers
+``<!-- testbed-faults:start -->`` and ``<!-- testbed-faults:end -->``.
 
-    .venv/bin/python benchmarks/plot_testbed.py [--results FILE]
+From benchmarks/results/testbed.json (bench_testbed.py): docs/img/testbed-up-phases.svg (up time by
+phase against N: the orchestration overhead), docs/img/testbed-setup-spread.svg (tunnel set-up time
+per link, p50/p90/max, per N) and docs/img/testbed-node-addition.svg (adding site N+1 against N), and
+the section between ``<!-- testbed-orchestration:start -->`` and ``<!-- testbed-orchestration:end -->``.
+
+The rest of the page is left as it is; a missing results file leaves its section alone. The SVGs are
+written by hand (no plotting library needed).
+
+    .venv/bin/python benchmarks/plot_testbed.py [--results FILE] [--testbed-results FILE]
 """
 
 import argparse
 import json
+import math
 import os
 import sys
 from xml.sax.saxutils import escape
@@ -23,6 +31,17 @@ import common  # noqa: E402
 TESTBED_MD = os.path.join(common.REPO_ROOT, 'docs', 'testbed.md')
 IMG_DIR = os.path.join(common.REPO_ROOT, 'docs', 'img')
 MARKER = 'testbed-faults'
+ORCHESTRATION_MARKER = 'testbed-orchestration'
+# bench_testbed.py's phases of one testbed_up.yml run, grouped for the plot (label, phases, colour)
+UP_PARTS = (('namespaces, bridge, charons', ('namespaces', 'charons'), '#8c564b'),
+            ('qkdsim (re)start', ('qkdsim',), '#c49c94'),
+            ('keying: one hybrid_key call', ('keying',), '#1f77b4'),
+            ('render: mesh_render', ('render',), '#6baed6'),
+            ('load + initiate into the charons', ('load', 'initiate'), '#2ca02c'),
+            ('verify (SAs, ppk=yes, pings)', ('verify',), '#98df8a'),
+            ('ansible-playbook start-up and per-task', ('ansible_and_rest',), '#ff7f0e'))
+TARGET_UP_SECONDS_AT_10 = 15.0      # the issue's targets (bench_testbed.py checks them too)
+TARGET_SETUP_P50_MS = 50.0
 PARTS = (('qkd_master', 'QKD master (enc_keys)', '#1f77b4'), ('qkd_slave', 'QKD slave (dec_keys)', '#6baed6'),
          ('pqc', 'ML-KEM-768', '#2ca02c'), ('classical', 'X25519', '#98df8a'), ('mix', 'CatKDF both ends + confirmation', '#ff7f0e'))
 
@@ -149,6 +168,190 @@ def wall_plot(rows, path):
     svg.save(path)
 
 
+def _bar_slots(svg, left, top, width, height, rows, bar_width_max=70, caption=lambda row: '%d links' % row['links']):
+    """x of each row's bar and its width; N and ``caption(row)`` under each bar."""
+    slot = width / len(rows)
+    bar_width = min(bar_width_max, slot * 0.5)
+    xs = []
+    for index, row in enumerate(rows):
+        x = left + slot * index + (slot - bar_width) / 2
+        xs.append(x)
+        svg.add(svg.text(x + bar_width / 2, top + height + 18, 'N=%d' % row['sites'], size=12, anchor='middle'))
+        svg.add(svg.text(x + bar_width / 2, top + height + 33, caption(row), size=10, anchor='middle'))
+    return xs, bar_width
+
+
+def _stacked_bars(svg, left, top, width, height, rows, values_of, y_max, total_of, **slots):
+    """One stacked bar per row; ``values_of(row)`` gives the part values in UP_PARTS order."""
+    xs, bar_width = _bar_slots(svg, left, top, width, height, rows, **slots)
+    for x, row in zip(xs, rows):
+        base = 0.0
+        for value, (unused_label, unused_phases, colour) in zip(values_of(row), UP_PARTS):
+            y = top + height - height * (base + value) / y_max
+            svg.add('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>'
+                    % (x, y, bar_width, height * value / y_max, colour))
+            base += value
+        total = total_of(row)
+        svg.add(svg.text(x + bar_width / 2, top + height - height * total / y_max - 6, '%.1f s' % total,
+                         size=11, anchor='middle', weight='bold'))
+    return xs, bar_width
+
+
+def _legend(svg, x, y, entries):
+    for number, (label, colour) in enumerate(entries):
+        svg.add('<rect x="%d" y="%d" width="14" height="14" fill="%s"/>' % (x, y + number * 22, colour))
+        svg.add(svg.text(x + 20, y + number * 22 + 12, label, size=11))
+    return y + len(entries) * 22
+
+
+def _part_values(phases):
+    return [sum(phases.get(name, 0.0) for name in names) for unused_label, names, unused_colour in UP_PARTS]
+
+
+def up_phases_plot(runs, path):
+    """Stacked bars: one testbed_up.yml run from nothing (render mode) by phase, per N; the target at N=10."""
+    svg = Svg(880, 430, 'Testbed up and verified against N: where the time goes (render mode)')
+    left, top, width, height = 70, 50, 470, 310
+    y_max = nice_max(max(max(row['up_s'] for row in runs), TARGET_UP_SECONDS_AT_10) * 1.1)
+    axes(svg, left, top, width, height, y_max, 'seconds, whole ansible-playbook run')
+    _stacked_bars(svg, left, top, width, height, runs, lambda row: _part_values(row['phases_s']), y_max,
+                  lambda row: row['up_s'])
+    target = top + height - height * TARGET_UP_SECONDS_AT_10 / y_max
+    svg.add('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#d62728" stroke-dasharray="6,4"/>'
+            % (left, target, left + width, target))
+    svg.add(svg.text(left + width - 4, target - 5, 'target at N=10: %.0f s' % TARGET_UP_SECONDS_AT_10, size=10,
+                     anchor='end'))
+    y = _legend(svg, left + width + 20, top + 10, [(label, colour) for label, unused, colour in reversed(UP_PARTS)])
+    svg.add(svg.text(left + width + 20, y + 20, 'load average before each run:', size=11))
+    svg.add(svg.text(left + width + 20, y + 36, ', '.join('N=%d: %.1f' % (row['sites'], row['load_before']) for row in runs),
+                     size=11))
+    svg.add(svg.text(left + width + 20, y + 52, '(2 cores, shared)', size=11))
+    svg.save(path)
+
+
+def setup_spread_plot(runs, path):
+    """Per N, the spread of per-link tunnel set-up: a box from p50 to p90 and a whisker to the max, for the
+    charon log (IKE_SA_INIT + IKE_AUTH with the PPK) and for swanctl --initiate (with the queueing)."""
+    svg = Svg(880, 430, 'Tunnel set-up time per link against N: p50, p90, max')
+    left, top, width, height = 70, 50, 560, 310
+    measures = (('setup_charon_ms', 'charon log: initiating IKE_SA to CHILD_SA established', '#1f77b4'),
+                ('setup_swanctl_ms', 'swanctl --initiate wall time (all links at once)', '#ff7f0e'))
+    highest = max(max(row[key].values()) for row in runs for key, unused, unused_colour in measures)
+    y_max = 100.0 * math.ceil(highest * 1.1 / 100.0)
+    axes(svg, left, top, width, height, y_max, 'milliseconds per link')
+    slot = width / len(runs)
+    box = min(34, slot * 0.25)
+
+    def y_of(value):
+        return top + height - height * value / y_max
+
+    for index, row in enumerate(runs):
+        centre = left + slot * index + slot / 2
+        svg.add(svg.text(centre, top + height + 18, 'N=%d' % row['sites'], size=12, anchor='middle'))
+        svg.add(svg.text(centre, top + height + 33, '%d links' % row['links'], size=10, anchor='middle'))
+        for number, (key, unused_label, colour) in enumerate(measures):
+            samples = [value / 1000.0 for value in row[key].values()]
+            p50, p90, top_value = (common.percentile(samples, 0.5) * 1000, common.percentile(samples, 0.9) * 1000,
+                                   max(samples) * 1000)
+            x = centre + (number - 1) * (box + 6) + 3
+            middle = x + box / 2
+            svg.add('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="1.5"/>'
+                    % (middle, y_of(p90), middle, y_of(top_value), colour))
+            svg.add('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="1.5"/>'
+                    % (middle - box / 4, y_of(top_value), middle + box / 4, y_of(top_value), colour))
+            svg.add('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s" fill-opacity="0.35" stroke="%s"/>'
+                    % (x, y_of(p90), box, max(1.0, y_of(p50) - y_of(p90)), colour, colour))
+            svg.add('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="3"/>'
+                    % (x, y_of(p50), x + box, y_of(p50), colour))
+            svg.add(svg.text(middle, y_of(top_value) - 5, '%.0f' % top_value, size=9, anchor='middle'))
+            svg.add(svg.text(x + box + 2 if number else x - 2, y_of(p50) + 4, '%.0f' % p50, size=9,
+                             anchor='start' if number else 'end'))
+    target = y_of(TARGET_SETUP_P50_MS)
+    svg.add('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#d62728" stroke-dasharray="6,4"/>'
+            % (left, target, left + width, target))
+    svg.add(svg.text(left + width - 4, target - 5, 'target: p50 <= %.0f ms' % TARGET_SETUP_P50_MS, size=10, anchor='end'))
+    legend_x = left + width + 15
+    y = top + 10
+    for unused_key, label, colour in measures:
+        svg.add('<rect x="%d" y="%d" width="14" height="14" fill="%s" fill-opacity="0.35" stroke="%s"/>'
+                % (legend_x, y, colour, colour))
+        words, line = label.split(' '), ''
+        lines = []
+        for word in words:
+            if len(line) + len(word) > 26:
+                lines.append(line)
+                line = ''
+            line = (line + ' ' + word).strip()
+        lines.append(line)
+        for offset, text in enumerate(lines):
+            svg.add(svg.text(legend_x + 20, y + 12 + offset * 14, text, size=11))
+        y += 22 + 14 * len(lines)
+    for text in ('thick line: p50 (number)', 'box: p50 to p90', 'whisker: max (number)'):
+        svg.add(svg.text(legend_x, y + 8, text, size=11))
+        y += 16
+    svg.save(path)
+
+
+def addition_plot(runs, path):
+    """Stacked bars: adding site N+1 to a running N-site mesh (testbed_up.yml with N+1), by phase."""
+    rows = [row for row in runs if row.get('addition')]
+    svg = Svg(880, 430, 'Adding one site to a running mesh: time against N (N new links)')
+    left, top, width, height = 70, 50, 470, 310
+    y_max = nice_max(max(row['addition']['seconds'] for row in rows) * 1.15)
+    axes(svg, left, top, width, height, y_max, 'seconds, whole ansible-playbook run')
+    xs, bar_width = _stacked_bars(svg, left, top, width, height, rows, lambda row: _part_values(row['addition']['phases_s']),
+                                  y_max, lambda row: row['addition']['seconds'],
+                                  caption=lambda row: 'to N+1: %d new links' % row['sites'])
+    for x, row in zip(xs, rows):
+        add = row['addition']
+        ok = add.get('only_new_links_keyed') and add.get('existing_sas_kept')
+        svg.add(svg.text(x + bar_width / 2, top + height + 46, 'keyed %d%s' % (len(add.get('keyed_now') or []),
+                                                                           ', only these' if ok else ''),
+                         size=9, anchor='middle'))
+    _legend(svg, left + width + 20, top + 10, [(label, colour) for label, unused, colour in reversed(UP_PARTS)])
+    svg.save(path)
+
+
+def orchestration_section(results):
+    runs = results['runs']
+    by_n = dict((row['sites'], row) for row in runs)
+    biggest, smallest = runs[-1], runs[0]
+    fixed = biggest['phases_s']['ansible_and_rest']
+    lines = ['## Measured: orchestration against N (plots)', '',
+             common.machine_line(results['machine']) + ' Raw data: `benchmarks/results/testbed.json`, from '
+             '`benchmarks/bench_testbed.py` (its tables are in docs/benchmarks.md, "Live testbed"); plots from '
+             '`benchmarks/plot_testbed.py`. The machine has two cores shared with other work: the 1-minute load '
+             'average before each run was %s.' % ', '.join('%.1f (N=%d)' % (row['load_before'], row['sites']) for row in runs),
+             '', '![Testbed up time by phase against N](img/testbed-up-phases.svg)', '',
+             'A fresh testbed, from nothing to every pair pinging through its tunnel with ppk=yes, in render mode. '
+             'The largest part at every N is ansible-playbook itself (start-up and per-task overhead, which also follows '
+             'the load average: %.1f s at N=%d, %.1f s at N=%d); what grows with the N(N-1)/2 links is keying, rendering '
+             'and starting the tunnels (%.1f s together at N=%d, %.1f s at N=%d).' % (
+                 smallest['phases_s']['ansible_and_rest'], smallest['sites'], fixed, biggest['sites'],
+                 sum(smallest['phases_s'][name] for name in ('keying', 'render', 'load', 'initiate')), smallest['sites'],
+                 sum(biggest['phases_s'][name] for name in ('keying', 'render', 'load', 'initiate')), biggest['sites'])]
+    if 10 in by_n:
+        lines[-1] += ' N=10 was up in %.1f s (target %.0f s).' % (by_n[10]['up_s'], TARGET_UP_SECONDS_AT_10)
+    charon_p50 = ', '.join('%.0f' % common.percentile(list(row['setup_charon_ms'].values()), 0.5) for row in runs)
+    swanctl_p50 = ', '.join('%.0f' % common.percentile(list(row['setup_swanctl_ms'].values()), 0.5) for row in runs)
+    lines += ['', '![Tunnel set-up time per link against N](img/testbed-setup-spread.svg)', '',
+              'The IKE exchanges themselves (charon log) stay near their own cost as N grows: p50 %s ms for N = %s; '
+              'the tail (max) is scheduling on two busy cores. The initiate command\'s wall time (p50 %s ms) grows with '
+              'N because all links are started at once and queue for the two cores and the four initiates allowed '
+              'into one charon at a time.' % (charon_p50, ', '.join(str(row['sites']) for row in runs), swanctl_p50)]
+    added = [row for row in runs if row.get('addition')]
+    if added:
+        lines += ['', '![Adding one site against N](img/testbed-node-addition.svg)', '',
+                  'Adding site N+1 to a running N-site mesh keys only its N new links (%s) and keeps every existing IKE SA '
+                  '(%s); its time (%s s) is half or more ansible-playbook\'s own cost, as in a fresh run; what grows with N '
+                  'is rendering every site again (each gains a peer), the simulator restart with the larger topology and '
+                  'keying the N new links.' % (
+                      'checked at every N' if all(row['addition']['only_new_links_keyed'] for row in added) else 'NOT at every N',
+                      'checked at every N' if all(row['addition']['existing_sas_kept'] for row in added) else 'NOT at every N',
+                      ', '.join('%.1f' % row['addition']['seconds'] for row in added))]
+    return '\n'.join(lines)
+
+
 # --- Markdown -----------------------------------------------------------------------------------
 
 def latency_table(rows):
@@ -267,8 +470,8 @@ def measured_line(measured):
     return ' Sections measured: %s.' % ', '.join('%s %s' % item for item in sorted(measured.items()))
 
 
-def replace_block(path, markdown):
-    start, end = '<!-- %s:start -->' % MARKER, '<!-- %s:end -->' % MARKER
+def replace_block(path, markdown, marker=MARKER):
+    start, end = '<!-- %s:start -->' % marker, '<!-- %s:end -->' % marker
     with open(path) as handle:
         page = handle.read()
     block = '%s\n%s\n%s' % (start, markdown.strip(), end)
@@ -283,7 +486,23 @@ def replace_block(path, markdown):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--results', default=os.path.join(common.RESULTS_DIR, 'testbed_faults.json'))
+    parser.add_argument('--testbed-results', default=os.path.join(common.RESULTS_DIR, 'testbed.json'),
+                        help="bench_testbed.py's results (up time, set-up, node addition against N)")
     args = parser.parse_args()
+    try:
+        with open(args.testbed_results) as handle:
+            testbed = json.load(handle)
+    except (OSError, ValueError) as exc:
+        common.note('plot_testbed: no orchestration plots: cannot read %s: %s (run benchmarks/bench_testbed.py)'
+                    % (args.testbed_results, exc))
+    else:
+        runs = sorted((row for row in testbed.get('runs') or [] if row.get('verified')), key=lambda row: row['sites'])
+        if runs:
+            up_phases_plot(runs, os.path.join(IMG_DIR, 'testbed-up-phases.svg'))
+            setup_spread_plot(runs, os.path.join(IMG_DIR, 'testbed-setup-spread.svg'))
+            if any(row.get('addition') for row in runs):
+                addition_plot(runs, os.path.join(IMG_DIR, 'testbed-node-addition.svg'))
+            replace_block(TESTBED_MD, orchestration_section(dict(testbed, runs=runs)), ORCHESTRATION_MARKER)
     try:
         with open(args.results) as handle:
             results = json.load(handle)
