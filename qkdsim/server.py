@@ -1,7 +1,8 @@
-"""The simulated QKD network: one HTTPS ETSI GS QKD 014 server per KME, all in one process.
+"""The simulated QKD network: per KME a server for each key-delivery interface its site lists (ETSI GS QKD
+014 unless the topology says otherwise; ETSI 004, Cisco SKIP), all in one process.
 
-``Simulator(state_dir, topology).start()`` creates or reuses the PKI, starts every KME on a free
-loopback port and the fault control channel (qkdsim.control), then writes ``endpoints.json`` (the
+``Simulator(state_dir, topology).start()`` creates or reuses the PKI, starts every KME's servers on free
+loopback ports and the fault control channel (qkdsim.control), then writes ``endpoints.json`` (the
 readiness signal); ``stop()`` removes it and closes everything.
 """
 
@@ -64,18 +65,12 @@ class Simulator:
         keystore = KeyStore(self.topology)
         try:
             for site in self.topology.sites:
+                # A KME serves only the interfaces its site lists (default: ETSI 014 only), as in a
+                # multi-vendor network; all of them draw on the same key store.
                 pair = pki.kmes[site.kme_id]
                 tls = server_tls_context(pair.cert, pair.key, pki.ca.cert)
-                try:
-                    server = TlsHttpServer((self.host, 0), Etsi014Handler, tls, name=site.kme_id,
-                                           context=Etsi014Api(site.kme_id, self.topology, keystore))
-                except OSError as exc:
-                    raise SimulatorError(f"cannot listen on {self.host}: {exc.strerror or exc}") from exc
-                thread = threading.Thread(target=server.serve_forever, args=(_POLL_INTERVAL,),
-                                          name=f"qkdsim-{site.kme_id}", daemon=True)
-                self._servers.append((server, thread))
-                thread.start()
-                log.info("%s (site %s) serves ETSI GS QKD 014 at %s", site.kme_id, site.id, self._url(server))
+                if "etsi014" in site.interfaces:
+                    self._start_etsi014(site, tls, keystore)
                 if "skip" in site.interfaces:
                     self._start_skip(site, pki, keystore)
                 if "etsi004" in site.interfaces:
@@ -87,7 +82,7 @@ class Simulator:
         except BaseException:
             self.stop()
             raise
-        log.info("qkdsim ready: %d KMEs, %d QKD links, topology %s, endpoints %s", len(self._servers),
+        log.info("qkdsim ready: %d KMEs, %d QKD links, topology %s, endpoints %s", len(self.topology.sites),
                  len(self.topology.links), self.topology.source, self.endpoints_path)
         return self.endpoints
 
@@ -122,6 +117,19 @@ class Simulator:
         if isinstance(pid, int) and _process_alive(pid):
             raise SimulatorError(f"{self.state_dir} is in use by a running simulator (pid {pid})")
         self.endpoints_path.unlink(missing_ok=True)
+
+    def _start_etsi014(self, site, tls, keystore: KeyStore) -> None:
+        """Serve ETSI GS QKD 014 (qkdsim.etsi014, HTTPS with mutual TLS) for ``site``'s KME, named by its KME ID."""
+        try:
+            server = TlsHttpServer((self.host, 0), Etsi014Handler, tls, name=site.kme_id,
+                                   context=Etsi014Api(site.kme_id, self.topology, keystore))
+        except OSError as exc:
+            raise SimulatorError(f"cannot listen on {self.host}: {exc.strerror or exc}") from exc
+        thread = threading.Thread(target=server.serve_forever, args=(_POLL_INTERVAL,),
+                                  name=f"qkdsim-{site.kme_id}", daemon=True)
+        self._servers.append((server, thread))
+        thread.start()
+        log.info("%s (site %s) serves ETSI GS QKD 014 at %s", site.kme_id, site.id, self._url(server))
 
     def _start_skip(self, site, pki: Pki, keystore: KeyStore) -> None:
         """Serve Cisco SKIP for ``site``'s KME (qkdsim.skip) on its own port, named "<KME>/skip"."""
@@ -164,6 +172,17 @@ class Simulator:
     def _url(self, server: TlsHttpServer) -> str:
         return f"https://{self.host}:{server.port}"
 
+    @staticmethod
+    def _interfaces_document(site, urls: dict) -> dict:
+        """endpoints.json ``kmes.<id>.interfaces``: each interface the KME serves, in the topology's order."""
+        served = {
+            "etsi014": lambda: {"url": urls[site.kme_id]},
+            "skip": lambda: {"url": urls[f"{site.kme_id}/skip"], "system_id": site.kme_id},
+            "etsi004": lambda: {"url": urls[f"{site.kme_id}/etsi004"].replace("https://", "tls://"), "wire": "json",
+                                "binary_url": urls[f"{site.kme_id}/etsi004-binary"].replace("https://", "tls+binary://")},
+        }
+        return {interface: served[interface]() for interface in site.interfaces}
+
     def _endpoints_document(self, pki: Pki) -> dict:
         topology = self.topology
         urls = {server.name: self._url(server) for server, thread in self._servers}
@@ -174,15 +193,8 @@ class Simulator:
             "ca_cert": str(pki.ca.cert),
             "kmes": {
                 site.kme_id: {"kme_id": site.kme_id, "site": site.id,
-                              "interfaces": dict({"etsi014": {"url": urls[site.kme_id]}}, **(
-                                  {"skip": {"url": urls[f"{site.kme_id}/skip"], "system_id": site.kme_id}}
-                                  if "skip" in site.interfaces else {}), **(
-                                  {"etsi004": {"url": urls[f"{site.kme_id}/etsi004"].replace("https://", "tls://"),
-                                               "wire": "json",
-                                               "binary_url": urls[f"{site.kme_id}/etsi004-binary"].replace(
-                                                   "https://", "tls+binary://")}}
-                                  if "etsi004" in site.interfaces else {})),
-                              "etsi014_url": urls[site.kme_id]}
+                              "interfaces": self._interfaces_document(site, urls),
+                              **({"etsi014_url": urls[site.kme_id]} if "etsi014" in site.interfaces else {})}
                 for site in topology.sites
             },
             "saes": {

@@ -201,15 +201,15 @@ def _keying_terms(link, sites):
     interface (the master's new key over one, the slave's key-by-ID over another); otherwise its SAE ID,
     and the lookup's ``interface`` option applies."""
     term = dict((k, link[k]) for k in KEYING_FIELDS if k in link)
-    if link.get('ppk_source') == 'skip':
-        # The routers fetch the PPK over SKIP: no QKD key passes through the controller. Its key for this link
-        # only gives the IKE PSK, from the PQC and classical sources.
-        term.update(qkd=False, policy=_without_qkd(link.get('policy')))
-        return term
     for end in ('master', 'slave'):
         interface = sites[link[end + '_site']]['key_interface']
         if interface is not None:
             term[end] = dict(sae_id=link[end], interface=interface)
+    if link.get('ppk_source') == 'skip':
+        # The routers fetch the PPK over SKIP: no QKD key passes through the controller. Its key for this link
+        # only gives the IKE PSK, from the PQC and classical sources. The ends keep their interface (skip): the
+        # lookup still resolves both ends' connections, and their KMEs may serve SKIP only.
+        term.update(qkd=False, policy=_without_qkd(link.get('policy')))
     return term
 
 

@@ -180,7 +180,8 @@ def test_a_link_between_two_skip_routers_gets_a_dynamic_ppk_and_no_qkd_through_t
     assert [links[link_id]['ppk_source'] for link_id in ('a--b', 'a--c', 'b--c')] == ['skip', 'manual', 'manual']
     keying = dict((term['link_id'], term) for term in result['keying'])
     assert keying['a--b']['qkd'] is False and keying['a--b']['policy'] == 'pqc'
-    assert keying['a--b']['master'] == 'SAE-A'   # no interface: the controller fetches no QKD key for it
+    # the ends keep their interface (their KMEs may serve SKIP only); qkd false: the controller fetches no QKD key
+    assert keying['a--b']['master'] == dict(sae_id='SAE-A', interface='skip')
     # a link where only one end speaks SKIP: manual PPK, keyed by the controller, each end over its own interface
     assert 'qkd' not in keying['a--c'] and keying['a--c']['master'] == dict(sae_id='SAE-A', interface='skip')
     config = site_config(result, 'b', SECRETS)
