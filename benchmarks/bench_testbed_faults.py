@@ -20,11 +20,17 @@ recorded as skipped with the reason):
   (qsafe_rotate=true) while every pair exchanges ICMP echoes at a steady rate, counting the lost
   ones; a QBER alarm on one link during a rotation (policy fail: the run fails naming the link, the
   tunnels stay up); then testbed_down.yml and a check that nothing is left.
+* ``degrade``: the testbed (push mode) with 4 sites and ``testbed_policy`` {require: [qkd, pqc],
+  on_missing: degrade}; under steady ICMP echoes on every pair, a mesh-wide rotation (a) with
+  KME-SITE-001 down in drop mode (accepts and resets: all of site-001's links lose QKD), (b) with a
+  QBER alarm on one QKD link; each time which links were re-keyed, from which sources (key store
+  records), the alarm, the echoes lost and that every tunnel is still up; then (c) a run without
+  rotation once the faults are cleared, which re-keys only the degraded links, with QKD again.
 
 Raw results: benchmarks/results/testbed_faults.json (with the machine description). Tables and
 plots: benchmarks/plot_testbed.py -> docs/testbed.md, docs/img/.
 
-    .venv/bin/python benchmarks/bench_testbed_faults.py [--sections latency,failures,live] [--sites 3,5,10,20]
+    .venv/bin/python benchmarks/bench_testbed_faults.py [--sections latency,failures,live,degrade] [--sites 3,5,10,20]
 """
 
 import argparse
@@ -56,6 +62,8 @@ LIVE_SITES = 3
 PING_INTERVAL = 0.05        # s between echoes on each pair during the rotation (20 per second per pair)
 THROUGHPUT_SECONDS = 3.0
 FAILURES_SITES = 5
+DEGRADE_SITES = 4
+DEGRADE_POLICY = dict(require=['qkd', 'pqc'], on_missing='degrade')
 HIT_LINK = 'SITE-001--SITE-002'     # the QKD link (topology) the link faults hit
 FAULTS = (
     ('kme-down-refuse', 'KME-SITE-001 down, its port refuses connections',
@@ -382,15 +390,106 @@ def measure_live(workdir):
     return live
 
 
+def _store_records(state_dir):
+    """Public fields of each link's current key record (never the key): {link: {ppk_id, sources, degraded, alarms}}."""
+    store = os.path.join(state_dir, 'store')
+    records = {}
+    for entry in sorted(os.listdir(store)):
+        if entry.endswith('.json') and not entry.endswith('.previous.json'):
+            with open(os.path.join(store, entry)) as handle:
+                record = json.load(handle)
+            records[entry[:-5]] = dict(ppk_id=record.get('ppk_id'), sources=record.get('sources'),
+                                       degraded=bool(record.get('degraded')), alarms=list(record.get('alarms') or []))
+    return records
+
+
+def _keyed_now(output):
+    """full_mesh.yml's "Keyed links" debug: the links keyed by this run."""
+    match = re.search(r'"keyed_now": \[(.*?)\]', output, re.S)
+    return sorted(re.findall(r'"([^"]+)"', match.group(1))) if match else None
+
+
+def _degrade_step(bed, extra, set_fault=None, clear_fault=None, rotate=True):
+    """One testbed_up.yml run under steady echoes (with a fault set before it and cleared after it)."""
+    before = _store_records(bed.state_dir)
+    if set_fault:
+        set_fault()
+    try:
+        with SteadyPings(bed) as pings:
+            time.sleep(1.0)
+            rc, seconds, output = ansible_playbook(UP, dict(extra, qsafe_rotate=True) if rotate else extra)
+            time.sleep(1.0)
+    finally:
+        if clear_fault:
+            clear_fault()
+    after = _store_records(bed.state_dir)
+    rekeyed = sorted(link for link in after if after[link]['ppk_id'] != (before.get(link) or {}).get('ppk_id'))
+    step = dict(rc=rc, seconds=round(seconds, 3), rotate=rotate, keyed_now=_keyed_now(output), rekeyed=rekeyed,
+                degraded=sorted(link for link in rekeyed if after[link]['degraded']),
+                rekeyed_with_qkd=sorted(link for link in rekeyed if 'qkd' in (after[link]['sources'] or [])),
+                sources=dict((link, after[link]['sources']) for link in rekeyed),
+                alarms=dict((link, after[link]['alarms']) for link in rekeyed if after[link]['alarms']),
+                pings_sent=sum(c['sent'] for c in pings.counts.values()),
+                pings_lost=sum(c['lost'] for c in pings.counts.values()),
+                lost_by_pair=dict((pair, c['lost']) for pair, c in pings.counts.items() if c['lost']),
+                verify=bed.verify())
+    if rc != 0:
+        step['output'] = output[-3000:]
+    return step
+
+
+def measure_degrade(workdir):
+    """Live: on_missing=degrade on the testbed - rotations with a KME down (drop mode) and with a QBER alarm."""
+    from testbed import Testbed, skip_reason
+    reason = skip_reason()
+    if reason:
+        return dict(skipped=reason)
+    state_dir = os.path.join(workdir, 'testbed-degrade')
+    prefix = PREFIX + 'd'
+    extra = dict(testbed_sites=DEGRADE_SITES, testbed_state_dir=state_dir, testbed_prefix=prefix, qsafe_mode='push',
+                 testbed_policy=DEGRADE_POLICY)
+    result = dict(sites=DEGRADE_SITES, links=DEGRADE_SITES * (DEGRADE_SITES - 1) // 2, policy=DEGRADE_POLICY,
+                  interval_s=PING_INTERVAL)
+    try:
+        common.note('degrade: testbed_up.yml, %d sites, push mode, policy %s' % (DEGRADE_SITES, DEGRADE_POLICY))
+        rc, seconds, output = ansible_playbook(UP, extra)
+        if rc != 0:
+            result['error'] = 'testbed_up.yml failed (exit %d): %s' % (rc, output[-3000:])
+            return result
+        result['up_s'] = round(seconds, 3)
+        bed = Testbed(state_dir, prefix)
+        sites = bed.sites()
+        control = ControlClient.for_state_dir(bed.state['qkdsim']['state_dir'])
+        kme = 'KME-' + sites[0].upper()
+        qkd_link = '%s--%s' % (sites[1].upper(), sites[2].upper())
+
+        common.note('degrade: rotation with %s down (drop mode)' % kme)
+        result['kme_down_drop'] = dict(fault='%s down, its port accepts and resets connections' % kme, **_degrade_step(
+            bed, extra, lambda: control.kme_down(kme, mode='drop'), lambda: control.kme_up(kme)))
+        common.note('degrade: rotation with a QBER alarm on %s' % qkd_link)
+        result['qber_alarm'] = dict(fault='QKD link %s QBER 0.2 (threshold 0.11)' % qkd_link, **_degrade_step(
+            bed, extra, lambda: control.set_qber(qkd_link, 0.2), lambda: control.set_qber(qkd_link, 0.01)))
+        common.note('degrade: faults cleared, a run without rotation')
+        result['recovered'] = dict(fault='none (cleared)', **_degrade_step(bed, extra, rotate=False))
+    finally:
+        common.note('degrade: testbed_down.yml')
+        rc, seconds, output = ansible_playbook(DOWN, dict(testbed_state_dir=state_dir, testbed_prefix=prefix))
+        result['down'] = dict(rc=rc, seconds=round(seconds, 3))
+        status = Testbed(state_dir, prefix).status()
+        result['left_after_down'] = dict((k, status[k]) for k in ('namespaces', 'charons', 'qkdsim', 'state_dir') if status[k])
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
-    parser.add_argument('--sections', default='latency,failures,live', help='comma-separated: latency, failures, live')
+    parser.add_argument('--sections', default='latency,failures,live,degrade',
+                        help='comma-separated: latency, failures, live, degrade')
     parser.add_argument('--sites', default='3,5,10,20', help='site counts of the latency section (default 3,5,10,20)')
     args = parser.parse_args()
     sections = set(args.sections.split(','))
-    unknown = sections - {'latency', 'failures', 'live'}
+    unknown = sections - {'latency', 'failures', 'live', 'degrade'}
     if unknown:
-        parser.error('unknown section(s) %s (known: latency, failures, live)' % ', '.join(sorted(unknown)))
+        parser.error('unknown section(s) %s (known: latency, failures, live, degrade)' % ', '.join(sorted(unknown)))
     path = os.path.join(common.RESULTS_DIR, 'testbed_faults.json')
     results = {}
     if os.path.exists(path):   # a section run alone keeps the others' latest results
@@ -409,6 +508,9 @@ def main():
         if 'live' in sections:
             results['live'] = measure_live(workdir)
             measured['live'] = results['machine']['date']
+        if 'degrade' in sections:
+            results['degrade'] = measure_degrade(workdir)
+            measured['degrade'] = results['machine']['date']
     finally:
         common.note('results: ' + common.save_results('testbed_faults', results))
         shutil.rmtree(workdir, ignore_errors=True)

@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from xml.sax.saxutils import escape
 
@@ -433,6 +434,56 @@ def live_lines(live):
     return lines
 
 
+def degrade_lines(degrade):
+    """The live on_missing=degrade measurement (bench_testbed_faults.py --sections degrade)."""
+    if not degrade:
+        return ['Not measured yet (`bench_testbed_faults.py --sections degrade`, as root).']
+    if degrade.get('skipped'):
+        return ['Skipped on the machine of the last run: %s.' % degrade['skipped']]
+    if degrade.get('error'):
+        return ['The last run failed: %s' % escape_cell(degrade['error'][:500])]
+    lines = ['Testbed of %d sites (%d tunnels), push mode, `testbed_policy: %s`, up in %.1f s. Each run below is '
+             'testbed_up.yml while every pair exchanges ICMP echoes every %.0f ms; "re-keyed" are the links whose PPK '
+             'changed, with the sources of their new key from the key store (never the key).' % (
+                 degrade['sites'], degrade['links'], json.dumps(degrade['policy'], sort_keys=True), degrade['up_s'],
+                 degrade['interval_s'] * 1000), '',
+             '| run | fault during it | result | re-keyed | from ML-KEM + X25519 only (degraded, alarm) | with QKD |'
+             ' alarm (first words) | echoes lost | tunnels verified after |', '|' + ' --- |' * 9]
+    for key, what in (('kme_down_drop', 'rotation'), ('qber_alarm', 'rotation'), ('recovered', 'run without rotation')):
+        step = degrade.get(key)
+        if not step:
+            continue
+        alarm = next(iter(next(iter(step['alarms'].values()), [])), '') if step['alarms'] else ''
+        lines.append('| %s | %s | %s in %.1f s | %d | %d: %s | %d | %s | **%d of %d** | %s |' % (
+            what, escape_cell(step['fault']), 'ok' if step['rc'] == 0 else 'FAILED (exit %d)' % step['rc'], step['seconds'],
+            len(step['rekeyed']), len(step['degraded']), ', '.join(step['degraded']) or '-', len(step['rekeyed_with_qkd']),
+            escape_cell(alarm[:150] + ('...' if len(alarm) > 150 else '')) or '-', step['pings_lost'], step['pings_sent'],
+            step['verify']['ok']))
+    failures = []
+    for key in ('kme_down_drop', 'qber_alarm', 'recovered'):
+        step = degrade.get(key) or {}
+        if step.get('rc'):
+            failures.append('%s: %s' % (key, first_failure(step.get('output', ''))))
+        if step and not step['verify']['ok']:
+            failures.append('%s: verify after it: %s' % (key, '; '.join(step['verify']['problems'][:2])))
+    if failures:
+        lines += ['', 'Where a run failed, a failed task from the recorded tail of its output (and what the verification '
+                  'found after it):', '']
+        lines += ['- %s' % escape_cell(failure) for failure in failures]
+    down = degrade.get('down')
+    if down:
+        lines += ['', 'testbed_down.yml: %.1f s, left behind: %s.' % (down['seconds'], degrade.get('left_after_down') or 'nothing')]
+    return lines
+
+
+def first_failure(output):
+    """The message of the first failed task in an ansible-playbook output, state-directory paths shortened."""
+    match = re.search(r'fatal: \[([^\]]+)\]: FAILED! => \{.*?"msg": "((?:[^"\\]|\\.){0,400})', output, re.S)
+    if not match:
+        return 'no failed task in the recorded output'
+    return '%s: %s' % (match.group(1), re.sub(r'/tmp/qsafe-bench-faults-[^/\s]+/', '<state>/', match.group(2)))
+
+
 def section(results):
     lines = ['## Measured: key distribution, faults, throughput, rotation', '',
              common.machine_line(results['machine']) + measured_line(results.get('measured')) +
@@ -461,6 +512,8 @@ def section(results):
         lines += failures_table(failures)
     lines += ['', '### Live testbed: throughput, rotation under traffic, a fault during rotation', '']
     lines += live_lines(results.get('live'))
+    lines += ['', '### Live testbed under on_missing=degrade: faults during rotations', '']
+    lines += degrade_lines(results.get('degrade'))
     return '\n'.join(lines)
 
 

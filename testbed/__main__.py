@@ -18,15 +18,23 @@ def main(argv=None):
     parser.add_argument('--state-dir', required=True, help='directory holding the testbed state (created by up, removed by down)')
     parser.add_argument('--prefix', default='qtb', help='name prefix of the namespaces (default qtb): <prefix>-core, <prefix>-site-NNN')
     parser.add_argument('--sites', type=int, help='up: number of sites, 2..%d (a running testbed grows to it)' % MAX_SITES)
+    parser.add_argument('--policy', help='up: every link\'s key policy, a name (qkd+pqc) or JSON '
+                        '({"require": ["qkd", "pqc"], "on_missing": "degrade"}); default: the recorded one, qkd+pqc for a new testbed')
     parser.add_argument('--no-connect', action='store_true', help='connect: only verify the SAs (push mode loaded and started them)')
     args = parser.parse_args(argv)
     if args.command == 'up' and args.sites is None:
         parser.error('up needs --sites')
+    policy = None
+    if args.policy is not None:
+        try:
+            policy = json.loads(args.policy)
+        except ValueError:
+            policy = args.policy        # a bare name, e.g. --policy qkd+pqc
     started = time.perf_counter()
     try:
         testbed = Testbed(args.state_dir, args.prefix)
         if args.command == 'up':
-            result = testbed.up_infra(args.sites)
+            result = testbed.up_infra(args.sites, policy)
         elif args.command == 'connect':
             result = {} if args.no_connect else testbed.connect()
             with testbed.phases.timed('verify'):

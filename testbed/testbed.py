@@ -42,6 +42,9 @@ SWANCTL_TIMEOUT = 10
 # A VICI initiate holds one of charon's worker threads until its SA is up; too many at once into
 # one charon leave none to process the IKE messages themselves (seen at 20 sites: 10 s stalls).
 INITIATES_PER_SITE = 4
+DEFAULT_POLICY = 'qkd+pqc'
+POLICY_NAME_RE = re.compile(r'^[a-z0-9]+(\+[a-z0-9]+)*$')
+ON_MISSING = ('fail', 'degrade')
 
 CHARON_CONF = '''\
 charon {
@@ -192,13 +195,36 @@ class Phases:
         return _Timer()
 
 
+def check_policy(policy):
+    """Raise TestbedError unless ``policy`` has the shape of a link policy: a name of sources joined by '+'
+    (``qkd+pqc``, ``pqc``, ...) or ``{require: [source, ...], on_missing: fail|degrade}``. full_mesh.yml's plan
+    checks the sources themselves and names an unknown one."""
+    if isinstance(policy, str):
+        if POLICY_NAME_RE.match(policy):
+            return
+        raise TestbedError('policy %r: a policy name is sources joined by "+", e.g. qkd+pqc' % (policy,))
+    if isinstance(policy, dict):
+        unknown = sorted(set(policy) - {'require', 'on_missing'})
+        required = policy.get('require')
+        if unknown:
+            raise TestbedError('policy: unknown field(s) %s (a policy dict has require and on_missing)' % ', '.join(unknown))
+        if not isinstance(required, list) or not required or not all(isinstance(item, str) and item for item in required):
+            raise TestbedError('policy: require must be a non-empty list of source names, got %r' % (required,))
+        if policy.get('on_missing', 'fail') not in ON_MISSING:
+            raise TestbedError('policy: on_missing must be fail or degrade, got %r' % (policy.get('on_missing'),))
+        return
+    raise TestbedError('policy: a policy name or a dict with require and on_missing, got %s' % type(policy).__name__)
+
+
 class Testbed:
     """One testbed, known by its state directory and its name prefix.
 
     The Python API (the playbooks and the benchmark scripts use the same):
 
-    * ``up_infra(n)``: namespaces, underlay, charons, qkdsim and the inventory for sites 1..n
-      (adds the missing sites to a running testbed); returns ``info()``;
+    * ``up_infra(n, policy=None)``: namespaces, underlay, charons, qkdsim and the inventory for sites
+      1..n (adds the missing sites to a running testbed); ``policy`` is every link's key policy (a name
+      such as ``qkd+pqc`` or ``{require: [...], on_missing: fail|degrade}``), recorded: None keeps the
+      recorded one (``qkd+pqc`` for a new testbed); returns ``info()``;
     * ``connect()``: load every site's rendered swanctl files into its charon and start the links
       that have no IKE SA yet, all in parallel; returns per-link set-up times;
     * ``verify()``: every pair pings through its tunnel, every IKE SA is ESTABLISHED with ppk=yes;
@@ -264,10 +290,14 @@ class Testbed:
 
     # --- up ---------------------------------------------------------------------------------
 
-    def up_infra(self, count):
-        """Sites 1..count with their namespaces, charons and QKD network; sites already up are kept."""
+    def up_infra(self, count, policy=None):
+        """Sites 1..count with their namespaces, charons and QKD network; sites already up are kept.
+
+        ``policy``: the key policy of every link (recorded; None keeps the recorded one, see the class)."""
         if not isinstance(count, int) or isinstance(count, bool) or not 2 <= count <= MAX_SITES:
             raise TestbedError('sites: must be an integer between 2 and %d, got %r' % (MAX_SITES, count))
+        if policy is not None:
+            check_policy(policy)
         reason = skip_reason()
         if reason:
             raise TestbedError('cannot build the testbed here: ' + reason)
@@ -280,6 +310,8 @@ class Testbed:
             raise TestbedError('namespaces %s exist but %s does not record them (left by another run with prefix %r?): '
                                'run down with that prefix first' % (', '.join(stray), self.state_file, self.prefix))
         new = [site_name(index) for index in range(1, count + 1) if site_name(index) not in self.state['sites']]
+        if policy is not None:
+            self.state['policy'] = policy
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self._save()
         with self.phases.timed('namespaces'):
@@ -403,8 +435,12 @@ class Testbed:
         return {'all': {'children': {'qsafe_sites': {'hosts': hosts}},
                         'vars': {'qsafe_mesh': self.mesh()}}}
 
+    def policy(self):
+        """Every link's key policy: the one recorded by up_infra, else qkd+pqc."""
+        return self.state.get('policy') or DEFAULT_POLICY
+
     def mesh(self):
-        return dict(name='testbed-' + self.prefix, links='full', link_defaults=dict(type='ipsec', policy='qkd+pqc'))
+        return dict(name='testbed-' + self.prefix, links='full', link_defaults=dict(type='ipsec', policy=self.policy()))
 
     def _write_inventory(self):
         _write_atomic(self.path('inventory.json'), json.dumps(self.inventory(), indent=1, sort_keys=True))

@@ -198,3 +198,28 @@ def test_python_module_reports_errors_clearly(tmp_path, capsys):
     assert main(['down', '--state-dir', str(tmp_path / 's'), '--prefix', 'Bad-Prefix']) == 1
     assert "testbed: down: prefix 'Bad-Prefix': must match" in capsys.readouterr().err
     assert not os.path.exists(str(tmp_path / 's'))
+
+
+@pytest.mark.parametrize('policy, problem', [
+    ('qkd pqc', 'policy \'qkd pqc\': a policy name is sources joined by "+"'),
+    ('{"require": [], "on_missing": "degrade"}', 'policy: require must be a non-empty list of source names'),
+    ('{"require": ["qkd"], "on_missing": "maybe"}', "policy: on_missing must be fail or degrade, got 'maybe'"),
+    ('{"require": ["qkd"], "when": "always"}', 'policy: unknown field(s) when'),
+    ('[1, 2]', 'policy: a policy name or a dict with require and on_missing, got list'),
+])
+def test_a_bad_policy_is_refused_before_anything_is_built(tmp_path, capsys, policy, problem):
+    from testbed.__main__ import main
+    assert main(['up', '--sites', '3', '--state-dir', str(tmp_path / 's'), '--prefix', 'qtx', '--policy', policy]) == 1
+    assert 'testbed: up: ' + problem in capsys.readouterr().err
+    assert not os.path.exists(str(tmp_path / 's'))
+
+
+def test_the_policy_is_every_links_policy_in_the_inventory_and_recorded(tmp_path):
+    from testbed import Testbed
+    bed = Testbed(str(tmp_path / 's'), 'qtx')
+    assert bed.mesh()['link_defaults'] == {'type': 'ipsec', 'policy': 'qkd+pqc'}      # the default, unchanged
+    bed.state['policy'] = {'require': ['qkd', 'pqc'], 'on_missing': 'degrade'}        # what up_infra(n, policy) records
+    bed._save()
+    again = Testbed(str(tmp_path / 's'), 'qtx')
+    assert again.mesh()['link_defaults']['policy'] == {'require': ['qkd', 'pqc'], 'on_missing': 'degrade'}
+    assert again.inventory()['all']['vars']['qsafe_mesh']['link_defaults']['policy']['on_missing'] == 'degrade'
