@@ -306,9 +306,8 @@ def addition_plot(runs, path):
     for x, row in zip(xs, rows):
         add = row['addition']
         ok = add.get('only_new_links_keyed') and add.get('existing_sas_kept')
-        svg.add(svg.text(x + bar_width / 2, top + height + 46, 'keyed %d%s' % (len(add.get('keyed_now') or []),
-                                                                           ', only these' if ok else ''),
-                         size=9, anchor='middle'))
+        caption = 'keyed %d%s' % (len(add.get('keyed_now') or []), ', only these' if ok else '')
+        svg.add(svg.text(x + bar_width / 2, top + height + 46, caption, size=9, anchor='middle'))
     _legend(svg, left + width + 20, top + 10, [(label, colour) for label, unused, colour in reversed(UP_PARTS)])
     svg.save(path)
 

@@ -126,8 +126,7 @@ class _ResettingListener(object):
         conn.settimeout(5)
         try:
             data = b''
-            while self.moment != 'accept' and (self.moment == 'hello' and not data or
-                                                self.moment == 'request' and b'\r\n\r\n' not in data):
+            while self._wants_more(data):
                 chunk = conn.recv(4096)
                 if not chunk:
                     break
@@ -136,6 +135,11 @@ class _ResettingListener(object):
             pass
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
         conn.close()
+
+    def _wants_more(self, data):
+        if self.moment == 'hello':
+            return not data
+        return self.moment == 'request' and b'\r\n\r\n' not in data
 
     def error(self, scheme):
         with requests.Session() as session:
