@@ -123,7 +123,8 @@ options:
   store_only:
     description:
       - Only read keys from I(key_store), never derive one; a link without a usable stored key fails.
-        I(rotate) and I(max_age) do not apply.
+        I(rotate) and I(max_age) do not apply, and a degraded key (C(on_missing=degrade)) is read like any
+        other (it is the key in force until a keying call replaces it).
       - For plays that render configurations after the keys were made in an earlier play.
       - A rotated link's results carry C(active_from), and while its overlap window is open (see
         I(previous_key_lifetime)) the key it replaced as C(previous_key) (SECRET), so that
@@ -441,7 +442,7 @@ class LookupModule(LookupBase):
         # store_only reads the keys an earlier call made, so rotation and age do not apply to it.
         store_only = self.get_option('store_only')
         plan['reuse'] = bool(plan['stored']) and (store_only or not self._rotating(link['link_id'])) and \
-            reusable(plan['stored'], plan['wanted'], 0 if store_only else self.get_option('max_age'))
+            reusable(plan['stored'], plan['wanted'], 0 if store_only else self.get_option('max_age'), accept_degraded=store_only)
         plan['dry'] = not plan['reuse'] and self.get_option('dry_run')
         if not plan['reuse'] and store_only:
             raise LinkKeyingError('no usable key in key_store %s (store_only is set)' % self.get_option('key_store'))

@@ -74,10 +74,15 @@ def public_record(record):
     return dict((name, value) for name, value in record.items() if name not in ('key', 'format'))
 
 
-def reusable(record, wanted, max_age=0, now=None):
-    """Whether a stored ``record`` can serve as the key described by ``wanted`` (MATCH_FIELDS)."""
-    if record is None or record.get('degraded') or any(record.get(name) != wanted.get(name) for name in MATCH_FIELDS):
-        return False  # a degraded key is replaced as soon as the missing source is back
+def reusable(record, wanted, max_age=0, now=None, accept_degraded=False):
+    """Whether a stored ``record`` can serve as the key described by ``wanted`` (MATCH_FIELDS).
+
+    A degraded key is not reused by a call that keys (it is replaced as soon as the missing source
+    is back), but ``accept_degraded`` lets a reader of the keys an earlier call made (store_only)
+    take it: that key is the one in force, and the configuration must carry it."""
+    if record is None or (record.get('degraded') and not accept_degraded) or \
+            any(record.get(name) != wanted.get(name) for name in MATCH_FIELDS):
+        return False
     if max_age and (now or time.time()) - record.get('created', 0) >= max_age:
         return False
     return True

@@ -194,3 +194,21 @@ def test_return_keys_false_gives_only_public_fields(simulator, tmp_path):
     rc, output, stored = lookup_playbook(tmp_path, simulator, links, key_store=str(store), store_only=True)
     assert rc == 0, output
     assert len(bytes.fromhex(stored[0]['key'])) == 32 and stored[0]['kcv'] == keyed[0]['kcv']
+
+
+def test_a_degraded_key_is_read_by_store_only_and_replaced_by_the_next_keying_call(simulator, tmp_path):
+    """Push mode configures each site from the keys the controller stored (store_only): a degraded key
+    is the key in force, so store_only must give it; a keying call must not reuse it."""
+    store = tmp_path / 'store'
+    store.mkdir(mode=0o700)
+    links = [dict(master='SAE-MAD-1', slave='SAE-MEX-1')]
+    degrade = dict(require=['qkd', 'pqc'], on_missing='degrade')
+    rc, output, keyed = lookup_playbook(tmp_path, simulator, links, key_store=str(store), policy=degrade)
+    assert rc == 0, output
+    assert keyed[0]['degraded'] and not keyed[0]['reused']
+    rc, output, stored = lookup_playbook(tmp_path, simulator, links, key_store=str(store), policy=degrade, store_only=True)
+    assert rc == 0, output
+    assert stored[0]['degraded'] and stored[0]['kcv'] == keyed[0]['kcv'] and stored[0]['key'] == keyed[0]['key']
+    rc, output, again = lookup_playbook(tmp_path, simulator, links, key_store=str(store), policy=degrade)
+    assert rc == 0, output
+    assert not again[0]['reused'] and again[0]['kcv'] != keyed[0]['kcv'] and again[0]['generation'] == 2

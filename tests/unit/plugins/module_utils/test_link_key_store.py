@@ -67,6 +67,13 @@ def test_reuse_only_when_everything_fits(change, expected):
     assert reusable(dict(RECORD, **change), WANTED) is expected
 
 
+def test_a_reader_of_the_store_takes_a_degraded_key_a_keying_call_does_not():
+    degraded = dict(RECORD, degraded=True)
+    assert not reusable(degraded, WANTED)
+    assert reusable(degraded, WANTED, accept_degraded=True)
+    assert not reusable(dict(degraded, policy='pqc'), WANTED, accept_degraded=True)
+
+
 def test_reuse_ends_with_max_age():
     assert reusable(RECORD, WANTED, max_age=100, now=1099)
     assert not reusable(RECORD, WANTED, max_age=100, now=1100)
