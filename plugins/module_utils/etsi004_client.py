@@ -45,6 +45,7 @@ import uuid
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import (
     KeyDeliveryClient,
     KeyDeliveryError,
+    checked_key_ids,
     QKDKey,
 )
 
@@ -361,11 +362,7 @@ class Etsi004Client(KeyDeliveryClient):
 
     def get_keys_by_id(self, master_sae_id, key_ids):
         """The keys ``key_ids`` that ``master_sae_id`` obtained for this (slave) SAE, over any interface."""
-        if isinstance(key_ids, str) or not key_ids:
-            raise KeyDeliveryError('key_ids must be a non-empty list of key IDs', kind='bad_request')
-        key_ids = list(key_ids)
-        if len(set(key_ids)) != len(key_ids):
-            raise KeyDeliveryError('key_ids contains duplicates', kind='bad_request')
+        key_ids = checked_key_ids(key_ids)
         for key_id in key_ids:
             if not isinstance(key_id, str) or not _KEY_ID_SHAPE.match(key_id):
                 raise KeyDeliveryError('key ID %r is not a UUID (an ETSI 004 key ID is the key_ID the KMEs gave the '

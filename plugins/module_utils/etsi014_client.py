@@ -57,6 +57,7 @@ else:
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import (
     KeyDeliveryClient,
     KeyDeliveryError,
+    checked_key_ids,
     LINK_STATUS_FIELDS,
     LINK_STATUS_INT_FIELDS,
     QKDKey,
@@ -279,11 +280,7 @@ class Etsi014Client(KeyDeliveryClient):
 
     def get_keys_by_id(self, master_sae_id, key_ids):
         """The keys with ``key_ids`` that ``master_sae_id`` obtained for this (slave) SAE."""
-        if isinstance(key_ids, str) or not key_ids:
-            raise KeyDeliveryError('key_ids must be a non-empty list of key IDs', kind='bad_request')
-        key_ids = list(key_ids)
-        if len(set(key_ids)) != len(key_ids):
-            raise KeyDeliveryError('key_ids contains duplicates', kind='bad_request')
+        key_ids = checked_key_ids(key_ids)
         request = {'key_IDs': [{'key_ID': key_id} for key_id in key_ids]}
         body = self._call('dec_keys', 'POST', _path(master_sae_id, 'dec_keys'), request)
         keys = self._parse_key_container('dec_keys', body, consumed=True)

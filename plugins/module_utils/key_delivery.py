@@ -98,6 +98,16 @@ LINK_STATUS_FIELDS = (
 LINK_STATUS_INT_FIELDS = LINK_STATUS_FIELDS[4:]
 
 
+def checked_key_ids(key_ids):
+    """``key_ids`` as a list, checked before any request: a non-empty list (not a string) without duplicates."""
+    if isinstance(key_ids, str) or not key_ids:
+        raise KeyDeliveryError('key_ids must be a non-empty list of key IDs', kind='bad_request')
+    key_ids = list(key_ids)
+    if len(set(key_ids)) != len(key_ids):
+        raise KeyDeliveryError('key_ids contains duplicates', kind='bad_request')
+    return key_ids
+
+
 class KeyDeliveryClient:
     """Base class of the key-delivery clients. Subclasses implement the three operations."""
 

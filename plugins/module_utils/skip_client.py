@@ -52,6 +52,7 @@ except ImportError:  # pragma: no cover - reported through KeyDeliveryError(kind
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import (
     KeyDeliveryClient,
     KeyDeliveryError,
+    checked_key_ids,
     QKDKey,
 )
 
@@ -247,11 +248,7 @@ class SkipClient(KeyDeliveryClient):
 
     def get_keys_by_id(self, master_sae_id, key_ids):
         """The keys ``key_ids`` that the master's system requested for this system (once each)."""
-        if isinstance(key_ids, str) or not key_ids:
-            raise KeyDeliveryError('key_ids must be a non-empty list of key IDs', kind='bad_request')
-        key_ids = list(key_ids)
-        if len(set(key_ids)) != len(key_ids):
-            raise KeyDeliveryError('key_ids contains duplicates', kind='bad_request')
+        key_ids = checked_key_ids(key_ids)
         remote = quote(self.system_id(master_sae_id), safe='')
         keys = []
         for key_id in key_ids:
