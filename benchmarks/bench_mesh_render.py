@@ -69,7 +69,7 @@ def count_files(directory):
     return sum(len(names) for root, dirs, names in os.walk(directory))
 
 
-def measure(sites, workdir, budget, per_link_seconds, per_site_seconds):
+def measure(sites, workdir, budget, per_link_seconds, per_site_seconds, baselines=True):
     links = sites * (sites - 1) // 2
     base = os.path.join(workdir, 'n%d' % sites)
     subprocess.run([sys.executable, GENERATOR, '--sites', str(sites), '--out', base], check=True, stdout=subprocess.DEVNULL)
@@ -86,14 +86,14 @@ def measure(sites, workdir, budget, per_link_seconds, per_site_seconds):
         common.note('N=%d: full_mesh.yml, second run' % sites)
         row['second_run_s'] = timed_playbook(PLAYBOOK, os.path.join(base, 'hosts.yml'), run_vars, os.path.join(base, 'second.log'))
 
-        if per_site_seconds is None or per_site_seconds * sites <= budget:
+        if baselines and (per_site_seconds is None or per_site_seconds * sites <= budget):
             common.note('N=%d: per-site roles (qsafe_render_per_site)' % sites)
             row['per_site_roles_s'] = timed_playbook(
                 PLAYBOOK, os.path.join(base, 'hosts.yml'),
                 dict(run_vars, qsafe_output_dir=os.path.join(base, 'per-site'), qsafe_render_per_site=True),
                 os.path.join(base, 'per-site.log'))
             per_site_seconds = row['per_site_roles_s'] / sites
-        if per_link_seconds is None or per_link_seconds * links <= budget:
+        if baselines and (per_link_seconds is None or per_link_seconds * links <= budget):
             common.note('N=%d: naive, one task per link' % sites)
             row['naive_per_link_s'] = timed_playbook(
                 NAIVE, os.path.join(base, 'hosts.yml'),
@@ -133,7 +133,8 @@ def report(rows, machine, budget):
         lines.append('| %d | %d | %d | %.1f | %.1f | %s | %s | %s | %s | %s |' % (
             row['sites'], row['links'], row['files'], row['first_run_s'], row['second_run_s'],
             fmt(row.get('per_site_roles_s')), fmt(row.get('naive_per_link_s')), fmt(row.get('speedup_vs_naive'), '%.0fx'),
-            fmt(row.get('load_before')), row.get('measured_at', 'not recorded')))
+            fmt(row.get('load_before'), '%.1f') if row.get('load_before') is not None else 'not recorded',
+            row.get('measured_at', 'not recorded')))
     lines.append('')
     if top['sites'] == 100:
         lines.append('- Target N = 100 (4,950 links) in <= %d s: **%s** (%.1f s).' % (
@@ -169,6 +170,8 @@ def main():
     parser.add_argument('--budget', type=float, default=240.0,
                         help='skip a per-site or naive run predicted to take longer than this many seconds (default 240)')
     parser.add_argument('--keep', action='store_true', help='keep the work directory (logs, inventories, rendered files)')
+    parser.add_argument('--no-baselines', action='store_true',
+                        help='time only full_mesh.yml (first and second run), not the per-site roles or the naive loop')
     parser.add_argument('--merge', action='store_true',
                         help='keep the rows of the last results file for site counts not measured in this run')
     args = parser.parse_args()
@@ -178,7 +181,7 @@ def main():
     rows, per_link, per_site = [], None, None
     try:
         for sites in counts:
-            row, per_link, per_site = measure(sites, workdir, args.budget, per_link, per_site)
+            row, per_link, per_site = measure(sites, workdir, args.budget, per_link, per_site, not args.no_baselines)
             rows.append(row)
             common.note(json.dumps(row))
     finally:
