@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from qkdsim_support import SaeClient, key_bytes, key_ids, key_in_text
+from qkdsim_support import key_bytes, key_ids, key_in_text
 from qkdsim.process import SimulatorProcess
 from qkdsim.topology import TopologyError, parse_topology
 
@@ -196,8 +196,8 @@ def test_ksid_in_use_is_status_5(sim, sae004):
     ({"timeout": 3_600_000}, "timeout", 60_000),
     ({"TTL": 0}, "TTL", 1),
 ])
-def test_qos_that_cannot_be_met_is_status_7_with_a_counter_proposal_and_opens_nothing(sim, sae004, qos, field,
-                                                                                       proposed):
+def test_qos_that_cannot_be_met_is_status_7_with_a_counter_proposal_and_opens_nothing(
+        sim, sae004, qos, field, proposed):
     answer = sae004(sim, "SAE-A").open("SAE-A", "SAE-B", **qos)
     assert answer["status"] == 7 and field in answer["message"]
     assert answer["data"]["qos"][field] == proposed
