@@ -145,6 +145,18 @@ def _cmdline(pid):
         return ''
 
 
+def _reap(pids, timeout):
+    """Wait up to ``timeout`` seconds for ``pids`` to end, reaping those that are our children."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        for pid in pids:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        time.sleep(0.02)
+
+
 def _terminate(pids, timeout=5.0):
     """SIGTERM to each live pid, SIGKILL to those still alive after ``timeout`` seconds; waits for them."""
     pids = [pid for pid in pids if _alive(pid)]
@@ -153,28 +165,14 @@ def _terminate(pids, timeout=5.0):
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
-        for pid in pids:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-        time.sleep(0.02)
+    _reap(pids, timeout)
     for pid in pids:
         if _alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
-        for pid in pids:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-        time.sleep(0.02)
+    _reap(pids, timeout)
 
 
 class Phases:
