@@ -156,7 +156,10 @@ class _ResettingListener(object):
         self.thread.join(5)
 
 
-@pytest.mark.parametrize('moment, scheme', [('accept', 'https'), ('hello', 'https'), ('accept', 'http')])
+# Only over TLS is "before the request" certain: the handshake must finish before urllib3 writes the request.
+# Over plain HTTP a reset at accept races the request write (the kernel completes the TCP handshake before
+# accept()), so either answer can be right there and the case is not pinned.
+@pytest.mark.parametrize('moment, scheme', [('accept', 'https'), ('hello', 'https')])
 def test_a_reset_before_the_request_was_written_was_not_sent(moment, scheme):
     listener = _ResettingListener(moment)
     try:
