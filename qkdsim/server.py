@@ -120,30 +120,14 @@ class Simulator:
 
     def _start_etsi014(self, site, tls, keystore: KeyStore) -> None:
         """Serve ETSI GS QKD 014 (qkdsim.etsi014, HTTPS with mutual TLS) for ``site``'s KME, named by its KME ID."""
-        try:
-            server = TlsHttpServer((self.host, 0), Etsi014Handler, tls, name=site.kme_id,
-                                   context=Etsi014Api(site.kme_id, self.topology, keystore))
-        except OSError as exc:
-            raise SimulatorError(f"cannot listen on {self.host}: {exc.strerror or exc}") from exc
-        thread = threading.Thread(target=server.serve_forever, args=(_POLL_INTERVAL,),
-                                  name=f"qkdsim-{site.kme_id}", daemon=True)
-        self._servers.append((server, thread))
-        thread.start()
+        server = self._serve(Etsi014Handler, tls, site.kme_id, Etsi014Api(site.kme_id, self.topology, keystore))
         log.info("%s (site %s) serves ETSI GS QKD 014 at %s", site.kme_id, site.id, self._url(server))
 
     def _start_skip(self, site, pki: Pki, keystore: KeyStore) -> None:
         """Serve Cisco SKIP for ``site``'s KME (qkdsim.skip) on its own port, named "<KME>/skip"."""
         pair = pki.kmes[site.kme_id]
         tls = skip_tls_context(self._skip_psk_files(site), pair.cert, pair.key, pki.ca.cert)
-        try:
-            server = TlsHttpServer((self.host, 0), SkipHandler, tls, name=f"{site.kme_id}/skip",
-                                   context=SkipApi(site.kme_id, self.topology, keystore))
-        except OSError as exc:
-            raise SimulatorError(f"cannot listen on {self.host}: {exc.strerror or exc}") from exc
-        thread = threading.Thread(target=server.serve_forever, args=(_POLL_INTERVAL,),
-                                  name=f"qkdsim-{site.kme_id}-skip", daemon=True)
-        self._servers.append((server, thread))
-        thread.start()
+        server = self._serve(SkipHandler, tls, f"{site.kme_id}/skip", SkipApi(site.kme_id, self.topology, keystore))
         log.info("%s (site %s) serves Cisco SKIP at %s", site.kme_id, site.id, self._url(server))
 
     def _start_etsi004(self, site, tls, keystore: KeyStore) -> None:
@@ -154,16 +138,21 @@ class Simulator:
         api = Etsi004Api(site.kme_id, self.topology, keystore, self._etsi004_streams[1])
         for wire, handler in WIRE_FORMATS.items():
             name = f"{site.kme_id}/etsi004" + ("" if wire == "json" else f"-{wire}")
-            try:
-                server = TlsHttpServer((self.host, 0), handler, tls, name=name, context=api)
-            except OSError as exc:
-                raise SimulatorError(f"cannot listen on {self.host}: {exc.strerror or exc}") from exc
-            thread = threading.Thread(target=server.serve_forever, args=(_POLL_INTERVAL,),
-                                      name=f"qkdsim-{name.replace('/', '-')}", daemon=True)
-            self._servers.append((server, thread))
-            thread.start()
+            server = self._serve(handler, tls, name, api)
             log.info("%s (site %s) serves ETSI GS QKD 004 (%s) at tls://%s:%d", site.kme_id, site.id, wire, self.host,
                      server.port)
+
+    def _serve(self, handler, tls, name: str, api) -> TlsHttpServer:
+        """Listen on a free port of ``self.host`` as server ``name`` and serve ``api`` in a daemon thread."""
+        try:
+            server = TlsHttpServer((self.host, 0), handler, tls, name=name, context=api)
+        except OSError as exc:
+            raise SimulatorError(f"cannot listen on {self.host}: {exc.strerror or exc}") from exc
+        thread = threading.Thread(target=server.serve_forever, args=(_POLL_INTERVAL,),
+                                  name=f"qkdsim-{name.replace('/', '-')}", daemon=True)
+        self._servers.append((server, thread))
+        thread.start()
+        return server
 
     def _skip_psk_files(self, site) -> dict:
         """The SKIP PSK file (0600) of each SAE of ``site``; identities are the SAE IDs."""

@@ -101,17 +101,9 @@ class JsonLineWire:
             self._sock.settimeout(self.timeout + wait)
             self._sock.sendall(line)
             answer = self._reader.readline(MAX_LINE_BYTES + 1)
-        except socket.timeout:
+        except (ssl.SSLError, OSError) as exc:   # socket.timeout is an OSError
             self.close()
-            raise _Lost('timeout', 'the KME did not answer within %s s' % (self.timeout + wait))
-        except (ssl.SSLError, OSError) as exc:
-            self.close()
-            if isinstance(exc, ssl.SSLError) and 'ALERT' in str(exc).upper():
-                # TLS 1.3: a refused client certificate shows on the first read; the KME took no request.
-                raise _Unsent('tls', _tls_reason(exc))
-            if fresh:
-                raise _Lost('tls', _tls_reason(exc))
-            raise _Lost('timeout', 'the connection to the KME broke before its answer arrived (%s)' % _name(exc))
+            raise _exchange_failure(exc, fresh, self.timeout + wait)
         if not answer and fresh:
             self.close()   # closed before the first answer of a new connection: the handshake was refused
             raise _Lost('tls', _tls_reason(ConnectionResetError('EOF before the first answer')))
@@ -179,16 +171,9 @@ class BinaryWire(JsonLineWire):
             if len(header) == self.HEADER.size:
                 service, length = self.HEADER.unpack(header)[3:]
                 body = self._reader.read(length) if length <= MAX_LINE_BYTES else b''
-        except socket.timeout:
+        except (ssl.SSLError, OSError) as exc:   # socket.timeout is an OSError
             self.close()
-            raise _Lost('timeout', 'the KME did not answer within %s s' % (self.timeout + wait))
-        except (ssl.SSLError, OSError) as exc:
-            self.close()
-            if isinstance(exc, ssl.SSLError) and 'ALERT' in str(exc).upper():
-                raise _Unsent('tls', _tls_reason(exc))
-            if fresh:
-                raise _Lost('tls', _tls_reason(exc))
-            raise _Lost('timeout', 'the connection to the KME broke before its answer arrived (%s)' % _name(exc))
+            raise _exchange_failure(exc, fresh, self.timeout + wait)
         if len(header) < self.HEADER.size:
             self.close()
             if not header and fresh:
@@ -254,6 +239,18 @@ class BinaryWire(JsonLineWire):
 
 
 WIRES = {'json': JsonLineWire, 'binary': BinaryWire}
+
+
+def _exchange_failure(exc, fresh, waited):
+    """The error for a request/answer exchange that failed with ``exc`` (the connection is closed)."""
+    if isinstance(exc, socket.timeout):
+        return _Lost('timeout', 'the KME did not answer within %s s' % waited)
+    if isinstance(exc, ssl.SSLError) and 'ALERT' in str(exc).upper():
+        # TLS 1.3: a refused client certificate shows on the first read; the KME took no request.
+        return _Unsent('tls', _tls_reason(exc))
+    if fresh:
+        return _Lost('tls', _tls_reason(exc))
+    return _Lost('timeout', 'the connection to the KME broke before its answer arrived (%s)' % _name(exc))
 
 
 def _name(exc):
