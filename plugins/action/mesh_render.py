@@ -20,10 +20,10 @@ from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible.plugins.loader import lookup_loader
-from ansible.template import trust_as_template
 
 from ansible_collections.qsafe.keyfabric.plugins.filter.link_secrets import link_secrets
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.mesh_inventory import MeshInventoryError, site_config
+from ansible_collections.qsafe.keyfabric.plugins.plugin_utils._ansible_compat import evaluate_conditional
 from ansible_collections.qsafe.keyfabric.plugins.plugin_utils.role_renderer import (
     FileWriter,
     RoleRenderError,
@@ -272,7 +272,7 @@ class ActionModule(ActionBase):
         site_templar = self._templar.copy_with_new_env(available_variables=context)
         outputs = []
         for role_name, conditions, params in includes:
-            if not all(site_templar.evaluate_conditional(trust_as_template(condition)) for condition in conditions):
+            if not all(evaluate_conditional(site_templar, condition) for condition in conditions):
                 if role_name == 'macsec_link':
                     # No MACsec link left at this site: the files of its former links go (they hold their CAKs).
                     stale = dict(directory=os.path.join(output_dir, site), keep=[], suffixes=('.cfg', '.conf'),

@@ -22,9 +22,14 @@ import stat
 import tempfile
 
 from ansible import constants as C
-from ansible.errors import AnsibleError, AnsibleValueOmittedError
+from ansible.errors import AnsibleError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.template import trust_as_template
+
+from ansible_collections.qsafe.keyfabric.plugins.plugin_utils._ansible_compat import (
+    AnsibleValueOmittedError,
+    load_trusted_file,
+    trust_as_template,
+)
 
 # What the template module does by default (trim_blocks on, "\n" line ends).
 TEMPLATE_OVERRIDES = dict(trim_blocks=True, lstrip_blocks=False, newline_sequence='\n')
@@ -56,7 +61,7 @@ class RoleTemplates(object):
 
     def _load(self, relative):
         path = os.path.join(self.path, relative)
-        return self._loader.load_from_file(path, trusted_as_template=True) if os.path.exists(path) else None
+        return load_trusted_file(self._loader, path) if os.path.exists(path) else None
 
     def variables(self, inventory_vars, params):
         """The variables the role's tasks see: defaults < inventory < role vars < params."""
