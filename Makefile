@@ -43,7 +43,7 @@ SANITY_SKIP := pslint
 SANITY_ARGS ?=
 UNITS_ARGS ?=
 PYTEST_ARGS ?=
-TEST_STEPS := sanity units sim-tests integration molecule changelog-lint build
+TEST_STEPS := sanity units sim-tests integration floor molecule changelog-lint build
 
 # ~/.ansible (ansible-test's cache and sanity venvs, ansible's tmp) must be writable; fall back to a
 # home inside the build tree when HOME is unset or read-only (e.g. a locked-down CI user).
@@ -90,12 +90,13 @@ endef
 	sim-tests integration network-collections molecule changelog-lint build test demo bench clean distclean
 
 help:
-	@echo "make test            sanity + units + sim-tests + integration + molecule + changelog-lint + build, one summary line"
+	@echo "make test            sanity + units + sim-tests + integration + floor + molecule + changelog-lint + build, one summary line"
 	@echo "make sanity          ansible-test sanity --venv --python $(PYVER) on .build/ansible_collections/qsafe/keyfabric"
 	@echo "make units           ansible-test units --local --python $(PYVER) (tests/unit)"
 	@echo "make sim-tests       pytest tests/qkdsim"
 	@echo "make integration     pytest tests/integration with ANSIBLE_COLLECTIONS_PATH=.build:.build/network_collections"
 	@echo "make network-collections   cisco.ios, junipernetworks.junos (+ dependencies) from the pinned ansible wheel"
+	@echo "make floor           tests/floor + the compat unit test on the oldest supported ansible-core (.build/floor-venv)"
 	@echo "make molecule        molecule test of each role's scenario (roles/*/molecule/default: render, idempotence, verify)"
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make build           ansible-galaxy collection build into .build/dist + tarball check"
@@ -198,6 +199,37 @@ $(NETCOLL)/.installed.json: tools/network_collections.txt tools/network_collecti
 
 integration: $(VENV_STAMP) collection integration-packages network-collections
 	@$(call run_pytest,tests/integration,integration)
+
+# The floor: the oldest ansible-core that meta/runtime.yml and the roles' min_ansible_version claim, in a
+# virtualenv of its own (.build/floor-venv, fully pinned by tests/floor/requirements.txt; rebuilt when that
+# file changes, from pip's cache after the first time), with the collection copy in .build: tests/floor runs
+# the render path there (playbooks/full_mesh.yml against qkdsim; a rerun changes nothing; the per-site path
+# agrees), and plugin_utils/_ansible_compat's unit test runs on that core too.
+FLOOR_REQUIREMENTS := tests/floor/requirements.txt
+FLOOR_VENV := $(BUILD)/floor-venv
+FLOOR_PY := $(FLOOR_VENV)/bin/python
+FLOOR_STAMP := $(FLOOR_VENV)/.requirements.stamp
+FLOOR_TESTS := tests/floor tests/unit/plugins/plugin_utils/test_ansible_compat.py
+
+$(FLOOR_STAMP): $(FLOOR_REQUIREMENTS)
+	@if ! "$(FLOOR_PY)" -c 'import sys' >/dev/null 2>&1; then \
+	  $(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v < (3, 13) else "$(PYTHON) is Python %d.%d; ansible-core 2.16 needs 3.10-3.12 (set PYTHON=...)" % v)'; \
+	  echo "floor: creating .build/floor-venv with $$($(PYTHON) -c 'import sys; print(sys.executable, sys.version.split()[0])')"; \
+	  rm -rf "$(FLOOR_VENV)"; $(PYTHON) -m venv "$(FLOOR_VENV)"; \
+	fi
+	@missing=""; for pkg in $(VENV_BUILD_DEBS); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then echo "floor: installing$$missing (apt; sslpsk3 builds from source)"; $(call apt_install,$$missing); fi
+	@echo "floor: pip install -r $(FLOOR_REQUIREMENTS)"
+	@"$(FLOOR_PY)" -m pip install -q -r $(FLOOR_REQUIREMENTS) 2>&1 | { grep -v "^WARNING: Location 'file:///[^']*' is ignored" || true; }
+	@touch "$@"
+
+.PHONY: floor
+floor: export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
+# tests/floor and the unit test import the collection copy (ansible_collections.qsafe.keyfabric) from .build.
+floor: export PYTHONPATH := $(BUILD)
+floor: $(FLOOR_STAMP) collection
+	@echo "floor: $$("$(FLOOR_PY)" -c 'from ansible.release import __version__; print("ansible-core", __version__)') on Python $$("$(FLOOR_PY)" -c 'import platform; print(platform.python_version())')"
+	@"$(FLOOR_PY)" -m pytest $(FLOOR_TESTS) -q $(PYTEST_ARGS)
 
 # One molecule scenario per role (roles/<role>/molecule/default; default driver, the sites are hosts on
 # the controller): render mode - converge, idempotence (a second converge changes nothing), verify.
