@@ -17,7 +17,7 @@ action and the role renderer import them from here only, never from ansible dire
     ansible-core never raises (a value that resolves to ``omit`` stays Ansible's omit placeholder
     string there, as it does for the roles themselves on that core).
 ``evaluate_conditional(templar, expression)``
-    A ``when:`` expression, evaluated with ``templar``'s variables, to a bool. 2.19+:
+    A ``when:`` expression (text or bool), evaluated with ``templar``'s variables, to a bool. 2.19+:
     ``templar.evaluate_conditional(trust_as_template(expression))``. Before: the Conditional class
     that evaluates a task's ``when:`` there (the same warnings, errors and bool checks as a task).
 ``load_trusted_file(loader, path)``
@@ -54,7 +54,8 @@ __all__ = ('AnsibleValueOmittedError', 'HAS_DATA_TAGGING', 'evaluate_conditional
 def evaluate_conditional(templar, expression):
     """``expression`` (a ``when:`` condition: text or bool) evaluated with ``templar``'s variables."""
     if HAS_DATA_TAGGING:
-        return templar.evaluate_conditional(trust_as_template(expression))
+        # Trust applies to text only (a literal ``when: true`` loads as a bool).
+        return templar.evaluate_conditional(trust_as_template(expression) if isinstance(expression, str) else expression)
     # Imported here: the playbook package loads much of ansible-core, and only this branch needs it.
     from ansible.playbook.conditional import Conditional
     conditional = Conditional(loader=templar._loader)
