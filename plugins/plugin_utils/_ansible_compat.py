@@ -24,7 +24,7 @@ action and the role renderer import them from here only, never from ansible dire
     A YAML or JSON file of the collection's own (role defaults, vars, tasks) through ``loader``, its
     strings trusted as templates as a role's own files are (``trusted_as_template=True`` from 2.19).
 
-The floor is proven by ``make floor`` (tools/floor/): the render path run on the oldest supported
+The floor is proven by ``make floor`` (tests/floor/): the render path run on the oldest supported
 ansible-core.
 """
 
