@@ -250,8 +250,14 @@ demo: $(VENV_STAMP) collection
 	@test -f tools/demo.sh || { echo "demo: tools/demo.sh does not exist" >&2; exit 1; }
 	@bash tools/demo.sh
 
+# BENCH picks the scripts (default: all), BENCH_ARGS passes options to them, e.g.
+#   make bench BENCH=benchmarks/bench_key_delivery.py BENCH_ARGS='--interface skip --pairs 200'
+# The scripts import the collection from its copy in .build and qkdsim/testbed from the repository root.
+BENCH ?= benchmarks/bench_*.py
+BENCH_ARGS ?=
+bench: export PYTHONPATH := $(BUILD):$(CURDIR)
 bench: $(VENV_STAMP) collection
-	@for script in benchmarks/bench_*.py; do echo "== $$script"; "$(VPY)" "$$script"; done
+	@for script in $(BENCH); do echo "== $$script"; "$(VPY)" "$$script" $(BENCH_ARGS); done
 
 # ---------------------------------------------------------------------------------------------
 # live testbed (docs/testbed.md; needs root): TESTBED_SITES sites as network namespaces with real
