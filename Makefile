@@ -99,7 +99,7 @@ help:
 	@echo "make molecule        molecule test of each role's scenario (roles/*/molecule/default: render, idempotence, verify)"
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make build           ansible-galaxy collection build into .build/dist + tarball check"
-	@echo "make demo | bench    tools/demo.sh | every benchmarks/bench_*.py (results in docs/benchmarks.md)"
+	@echo "make demo | bench    tools/demo.sh | benchmarks/bench_*.py (BENCH=script, BENCH_ARGS=options; docs/benchmarks.md)"
 	@echo "make testbed         live testbed (root): TESTBED_SITES (5) sites with real charons, keyed, every tunnel verified"
 	@echo "make testbed-down    remove the testbed (namespaces, charons, qkdsim, state directory)"
 	@echo "make venv            .venv from requirements.txt (re-run when it changes)"
