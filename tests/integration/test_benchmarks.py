@@ -10,8 +10,8 @@ import os
 import subprocess
 import sys
 
-from conftest import COLLECTIONS_PATH, REPO_ROOT
-
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLLECTIONS_PATH = os.environ.get('ANSIBLE_COLLECTIONS_PATH', os.path.join(REPO_ROOT, '.build')).split(os.pathsep)[0]
 BENCHMARKS = os.path.join(REPO_ROOT, 'benchmarks')
 PHASES = ('qkd_master', 'qkd_slave', 'pqc', 'classical', 'mix', 'total')
 UP_PHASES = ('namespaces', 'charons', 'qkdsim', 'keying', 'render', 'load', 'initiate', 'verify', 'ansible_and_rest')
