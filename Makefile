@@ -100,7 +100,7 @@ help:
 	@echo "make molecule        molecule test of each role's scenario (roles/*/molecule/default: render, idempotence, verify)"
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make build           ansible-galaxy collection build into .build/dist + tarball check"
-	@echo "make demo | bench    tools/demo.sh | every benchmarks/bench_*.py (results in docs/benchmarks.md)"
+	@echo "make demo | bench    tools/demo.sh | benchmarks/bench_*.py (BENCH=script, BENCH_ARGS=options; docs/benchmarks.md)"
 	@echo "make testbed         live testbed (root): TESTBED_SITES (5) sites with real charons, keyed, every tunnel verified"
 	@echo "make testbed-down    remove the testbed (namespaces, charons, qkdsim, state directory)"
 	@echo "make venv            .venv from requirements.txt (re-run when it changes)"
@@ -282,8 +282,14 @@ demo: $(VENV_STAMP) collection
 	@test -f tools/demo.sh || { echo "demo: tools/demo.sh does not exist" >&2; exit 1; }
 	@bash tools/demo.sh
 
+# BENCH picks the scripts (default: all), BENCH_ARGS passes options to them, e.g.
+#   make bench BENCH=benchmarks/bench_key_delivery.py BENCH_ARGS='--interface skip --pairs 200'
+# The scripts import the collection from its copy in .build and qkdsim/testbed from the repository root.
+BENCH ?= benchmarks/bench_*.py
+BENCH_ARGS ?=
+bench: export PYTHONPATH := $(BUILD):$(CURDIR)
 bench: $(VENV_STAMP) collection
-	@for script in benchmarks/bench_*.py; do echo "== $$script"; "$(VPY)" "$$script"; done
+	@for script in $(BENCH); do echo "== $$script"; "$(VPY)" "$$script" $(BENCH_ARGS); done
 
 # ---------------------------------------------------------------------------------------------
 # live testbed (docs/testbed.md; needs root): TESTBED_SITES sites as network namespaces with real

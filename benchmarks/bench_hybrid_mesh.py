@@ -20,22 +20,17 @@ import argparse
 import itertools
 import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import common  # noqa: E402
+import common
 
 COLLECTIONS = os.environ.get('ANSIBLE_COLLECTIONS_PATH', os.path.join(common.REPO_ROOT, '.build')).split(':')[0]
-sys.path.insert(0, common.REPO_ROOT)
 
 # Ansible's collection loader must own the ansible_collections namespace before anything imports from it.
 from ansible.plugins.loader import init_plugin_loader, lookup_loader  # noqa: E402
 init_plugin_loader([COLLECTIONS])
 
-from qkdsim.process import SimulatorProcess  # noqa: E402
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import QKDKey  # noqa: E402
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import (  # noqa: E402
     ConnectionOptions, open_client, resolve_connection)
@@ -151,15 +146,8 @@ def main():
     rows = []
     for workers in args.workers:
         # A fresh simulator per row: every row starts from full pools and cold connections.
-        with tempfile.TemporaryDirectory(prefix='bench-hybrid-') as state_dir:
-            topology = os.path.join(state_dir, 'topology.yml')
-            with open(topology, 'w') as handle:
-                handle.write(mesh_topology(sites))
-            simulator = SimulatorProcess(os.path.join(state_dir, 'sim'), topology=topology, timeout=120)
-            try:
-                rows.append(measure(str(simulator.endpoints_file), links, sites, workers))
-            finally:
-                simulator.stop()
+        with common.simulator(mesh_topology(sites), 'bench-hybrid-', timeout=120) as simulator:
+            rows.append(measure(str(simulator.endpoints_file), links, sites, workers))
     if args.quick:
         return 0
     machine = common.machine_description()

@@ -16,9 +16,12 @@ simulated QKD network, and times whole ansible-playbook runs:
 Writes benchmarks/results/mesh_render.json and the mesh-render section of docs/benchmarks.md.
 
     .venv/bin/python benchmarks/bench_mesh_render.py [--sites 5,10,20,50,100] [--budget 240] [--merge]
+        [--no-baselines] [--keep] [--collections-path OTHER_CHECKOUT/.build]
 
 With --merge, rows of the last results file for other site counts are kept (each row says when it
-was measured and the load average then), so one N can be measured again on a quiet machine.
+was measured and the load average then), so one N can be measured again on a quiet machine. With
+--collections-path, the playbooks run another checkout's collection copy (its .build, after its
+`make collection`), so two versions can be timed on one machine, one run after the other.
 """
 
 import argparse
@@ -28,14 +31,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
+
+from qkdsim.process import SimulatorProcess
+
+import common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import common  # noqa: E402
-
-sys.path.insert(0, common.REPO_ROOT)
-from qkdsim.process import SimulatorProcess  # noqa: E402
 
 PLAYBOOK = os.path.join(common.REPO_ROOT, 'playbooks', 'full_mesh.yml')
 NAIVE = os.path.join(HERE, 'naive', 'per_link.yml')
@@ -44,24 +45,18 @@ TARGET_SECONDS_AT_100 = 60.0
 TARGET_SPEEDUP = 10.0
 
 
-def ansible_env():
-    env = dict(os.environ)
-    env.setdefault('ANSIBLE_COLLECTIONS_PATH', os.path.join(common.REPO_ROOT, '.build'))
-    env.setdefault('ANSIBLE_PYTHON_INTERPRETER', sys.executable)
-    env.update(ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_NOCOLOR='1')
-    return env
+# ANSIBLE_COLLECTIONS_PATH of the timed runs (--collections-path; else the environment's, else .build).
+COLLECTIONS_PATH = {}
 
 
 def timed_playbook(playbook, inventory, extra_vars, log_path):
     """Seconds of one ansible-playbook run; fails loudly (pointing at its log) when the run fails."""
-    command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', inventory, playbook,
-               '-e', json.dumps(extra_vars)]
-    started = time.perf_counter()
+    returncode, elapsed, output = common.ansible_playbook(playbook, extra_vars, inventory=inventory,
+                                                          env=common.ansible_env(**COLLECTIONS_PATH))
     with open(log_path, 'w') as log:
-        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=ansible_env(), check=False)
-    elapsed = time.perf_counter() - started
-    if completed.returncode != 0:
-        raise SystemExit('%s failed (exit %d); see %s' % (os.path.basename(playbook), completed.returncode, log_path))
+        log.write(output)
+    if returncode != 0:
+        raise SystemExit('%s failed (exit %d); see %s' % (os.path.basename(playbook), returncode, log_path))
     return elapsed
 
 
@@ -74,8 +69,7 @@ def measure(sites, workdir, budget, per_link_seconds, per_site_seconds, baseline
     base = os.path.join(workdir, 'n%d' % sites)
     subprocess.run([sys.executable, GENERATOR, '--sites', str(sites), '--out', base], check=True, stdout=subprocess.DEVNULL)
     simulator = SimulatorProcess(os.path.join(base, 'qkdsim'), topology=os.path.join(base, 'topology.yml'))
-    row = dict(sites=sites, links=links, load_before=round(os.getloadavg()[0], 2),
-               measured_at=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))
+    row = dict(sites=sites, links=links, load_before=common.load_average(), measured_at=common.utc_now())
     try:
         common_vars = dict(qsafe_endpoints_file=str(simulator.endpoints_file))
         store, out = os.path.join(base, 'store'), os.path.join(base, 'rendered')
@@ -155,15 +149,6 @@ def report(rows, machine, budget):
     return '\n'.join(lines)
 
 
-def previous_rows():
-    """The rows of the last results file (none when there is none)."""
-    try:
-        with open(os.path.join(HERE, 'results', 'mesh_render.json')) as handle:
-            return json.load(handle)['rows']
-    except (OSError, ValueError, KeyError):
-        return []
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--sites', default='5,10,20,50,100', help='comma-separated site counts (default 5,10,20,50,100)')
@@ -174,7 +159,12 @@ def main():
                         help='time only full_mesh.yml (first and second run), not the per-site roles or the naive loop')
     parser.add_argument('--merge', action='store_true',
                         help='keep the rows of the last results file for site counts not measured in this run')
+    parser.add_argument('--collections-path', metavar='PATH',
+                        help='ANSIBLE_COLLECTIONS_PATH of the timed runs, e.g. another checkout\'s .build, to time its '
+                             'collection on this machine (default: the environment\'s, else .build)')
     args = parser.parse_args()
+    if args.collections_path:
+        COLLECTIONS_PATH['ANSIBLE_COLLECTIONS_PATH'] = os.path.abspath(args.collections_path)
     counts = sorted(int(value) for value in args.sites.split(','))
     machine = common.machine_description()
     workdir = tempfile.mkdtemp(prefix='qsafe-bench-render-')
@@ -191,8 +181,10 @@ def main():
             shutil.rmtree(workdir, ignore_errors=True)
     if args.merge:
         measured = set(counts)
-        rows = sorted(rows + [row for row in previous_rows() if row['sites'] not in measured], key=lambda row: row['sites'])
-    path = common.save_results('mesh_render', dict(machine=machine, budget_s=args.budget, rows=rows))
+        rows = sorted(rows + [row for row in common.load_results('mesh_render').get('rows', []) if row['sites'] not in measured], key=lambda row: row['sites'])
+    collections_path = common.ansible_env(**COLLECTIONS_PATH)['ANSIBLE_COLLECTIONS_PATH']
+    path = common.save_results('mesh_render', dict(machine=machine, budget_s=args.budget, rows=rows,
+                                                   collections_path=collections_path))
     common.replace_section('mesh-render', report(rows, machine, args.budget))
     common.note('results: %s; docs/benchmarks.md updated' % path)
 

@@ -28,18 +28,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import common  # noqa: E402
+from testbed import Testbed, skip_reason
 
-sys.path.insert(0, common.REPO_ROOT)
-sys.path.insert(0, os.path.join(common.REPO_ROOT, 'tests', 'integration'))
-from testbed import Testbed, skip_reason  # noqa: E402
+import common
 
 UP = os.path.join(common.REPO_ROOT, 'playbooks', 'testbed_up.yml')
 DOWN = os.path.join(common.REPO_ROOT, 'playbooks', 'testbed_down.yml')
@@ -51,28 +46,14 @@ ENC_KEYS_200 = re.compile(r'^\S+ \S+ INFO \S+ (?P<caller>\S+) (?:GET|POST) /api/
                           r'(?:\?\S*)? 200 keys=(?P<keys>\d+) ')
 
 
-def ansible_env(log_path):
-    env = dict(os.environ)
-    env.setdefault('ANSIBLE_COLLECTIONS_PATH', os.path.join(common.REPO_ROOT, '.build'))
-    env.setdefault('ANSIBLE_PYTHON_INTERPRETER', sys.executable)
-    env.update(ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_NOCOLOR='1',
-               ANSIBLE_LOG_PATH=log_path)
-    return env
-
-
 def playbook(path, extra_vars, log_path):
     """(seconds, stdout) of one ansible-playbook run; exits naming the log when it fails."""
-    command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,', path,
-               '-e', json.dumps(extra_vars)]
-    started = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=ansible_env(log_path), check=False)
-    seconds = time.perf_counter() - started
+    returncode, seconds, output = common.ansible_playbook(path, extra_vars, env=common.ansible_env(ANSIBLE_LOG_PATH=log_path))
     with open(log_path + '.out', 'w') as handle:
-        handle.write(done.stdout)
-    if done.returncode != 0:
-        raise SystemExit('%s failed (exit %d); see %s.out' % (os.path.basename(path), done.returncode, log_path))
-    return seconds, done.stdout
+        handle.write(output)
+    if returncode != 0:
+        raise SystemExit('%s failed (exit %d); see %s.out' % (os.path.basename(path), returncode, log_path))
+    return seconds, output
 
 
 def task_seconds(log_path):
@@ -89,11 +70,6 @@ def task_seconds(log_path):
         if kind == 'TASK':
             seconds[name] = seconds.get(name, 0.0) + following[0] - stamp
     return seconds
-
-
-def keyed_now(output):
-    match = re.search(r'"keyed_now": \[(.*?)\]', output, re.S)
-    return sorted(re.findall(r'"([^"]+)"', match.group(1))) if match else None
 
 
 def runs(state_dir):
@@ -132,13 +108,13 @@ def measure(sites, workdir, addition):
     extra = dict(testbed_sites=sites, testbed_state_dir=state_dir, testbed_prefix=PREFIX)
     log = os.path.join(workdir, 'n%d-up.log' % sites)
     # the machine is shared: the 1-minute load average before the run says how busy it was
-    row = dict(sites=sites, links=sites * (sites - 1) // 2, load_before=round(os.getloadavg()[0], 2))
+    row = dict(sites=sites, links=sites * (sites - 1) // 2, load_before=common.load_average())
     try:
         up_seconds, output = playbook(UP, extra, log)
         phases, connect = phase_row(up_seconds, task_seconds(log), runs(state_dir))
         setup_log = sorted(connect['setup'].values())
         setup_wall = sorted(v['seconds'] for v in connect['initiate'].values())
-        row.update(up_s=round(up_seconds, 3), verified=connect['verify']['ok'], keyed_now=len(keyed_now(output) or []),
+        row.update(up_s=round(up_seconds, 3), verified=connect['verify']['ok'], keyed_now=len(common.keyed_now(output) or []),
                    phases_s=phases, setup_charon_ms=dict((k, round(v * 1000, 1)) for k, v in sorted(connect['setup'].items())),
                    setup_swanctl_ms=dict((k, round(v['seconds'] * 1000, 1)) for k, v in sorted(connect['initiate'].items())),
                    setup_charon_summary_ms=common.summarize_ms(setup_log), setup_swanctl_summary_ms=common.summarize_ms(setup_wall),
@@ -159,8 +135,8 @@ def measure(sites, workdir, addition):
             add_phases, add_connect = phase_row(add_seconds, task_seconds(log), runs(state_dir))
             row['addition'] = dict(
                 seconds=round(add_seconds, 3), phases_s=add_phases, verified=add_connect['verify']['ok'],
-                keyed_now=keyed_now(output), served_links_grown=grown,
-                only_new_links_keyed=keyed_now(output) == ['site-%03d--%s' % (i, new_site) for i in range(1, sites + 1)]
+                keyed_now=common.keyed_now(output), served_links_grown=grown,
+                only_new_links_keyed=common.keyed_now(output) == ['site-%03d--%s' % (i, new_site) for i in range(1, sites + 1)]
                 and all(new_site.upper() in link for link in grown) and len(grown) == sites,
                 existing_sas_kept=survived, links_started=sorted(add_connect['initiate']))
     finally:
@@ -168,8 +144,7 @@ def measure(sites, workdir, addition):
         log = os.path.join(workdir, 'n%d-down.log' % sites)
         playbook(DOWN, dict(testbed_state_dir=state_dir, testbed_prefix=PREFIX), log)
         row['down_s'] = round(time.perf_counter() - started, 3)
-        status = Testbed(state_dir, PREFIX).status()
-        row['left_after_down'] = dict((k, status[k]) for k in ('namespaces', 'charons', 'qkdsim', 'state_dir') if status[k])
+        row['left_after_down'] = common.left_behind(Testbed(state_dir, PREFIX).status())
     return row
 
 
@@ -184,14 +159,13 @@ def measure_push(sites, workdir):
                                                qsafe_mode='push'), log)
         connect = [r for r in runs(state_dir) if r['command'] == 'connect'][-1]
         tasks = task_seconds(log)
-        row.update(up_s=round(up_seconds, 3), verified=connect['verify']['ok'], keyed_now=len(keyed_now(output) or []),
+        row.update(up_s=round(up_seconds, 3), verified=connect['verify']['ok'], keyed_now=len(common.keyed_now(output) or []),
                    keying_s=round(sum(v for k, v in tasks.items() if k.startswith('Key every link')), 3),
                    site_configuration_s=round(sum(v for k, v in tasks.items() if not k.startswith('Key every link')
                                                   and 'testbed' not in k and k not in ('Inputs', 'Start time')), 3))
     finally:
         playbook(DOWN, dict(testbed_state_dir=state_dir, testbed_prefix=PREFIX), os.path.join(workdir, 'push%d-down.log' % sites))
-        status = Testbed(state_dir, PREFIX).status()
-        row['left_after_down'] = dict((k, status[k]) for k in ('namespaces', 'charons', 'qkdsim', 'state_dir') if status[k])
+        row['left_after_down'] = common.left_behind(Testbed(state_dir, PREFIX).status())
     return row
 
 

@@ -40,19 +40,14 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import common  # noqa: E402
+from qkdsim.control import ControlClient
 
-sys.path.insert(0, common.REPO_ROOT)
-from qkdsim.control import ControlClient  # noqa: E402
-from qkdsim.process import SimulatorProcess  # noqa: E402
+import common
 
 PHASES = ('qkd_master', 'qkd_slave', 'pqc', 'classical', 'mix', 'total')
 UP = os.path.join(common.REPO_ROOT, 'playbooks', 'testbed_up.yml')
@@ -86,22 +81,9 @@ def _generator():
     return module
 
 
-def ansible_env():
-    env = dict(os.environ)
-    env.setdefault('ANSIBLE_COLLECTIONS_PATH', os.path.join(common.REPO_ROOT, '.build'))
-    env.setdefault('ANSIBLE_PYTHON_INTERPRETER', sys.executable)
-    env.update(ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_NOCOLOR='1')
-    return env
-
-
 def ansible_playbook(path, extra_vars):
     """(exit code, seconds, output) of one ansible-playbook run."""
-    command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,', path,
-               '-e', json.dumps(extra_vars)]
-    started = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ansible_env(),
-                          cwd=common.REPO_ROOT, check=False, timeout=900)
-    return done.returncode, time.perf_counter() - started, done.stdout
+    return common.ansible_playbook(path, extra_vars, timeout=900)
 
 
 def lookup_run(workdir, endpoints_file, links, **options):
@@ -141,13 +123,8 @@ def mesh_links(count):
 
 
 def simulator_for(workdir, count):
-    import yaml
-    directory = os.path.join(workdir, 'qkdsim-%d' % count)
-    os.makedirs(directory, exist_ok=True)
-    topology = os.path.join(directory, 'topology.yml')
-    with open(topology, 'w') as handle:
-        yaml.safe_dump(_generator().topology(['site-%03d' % index for index in range(1, count + 1)]), handle, sort_keys=False)
-    return SimulatorProcess(os.path.join(directory, 'state'), topology)
+    return common.start_simulator(os.path.join(workdir, 'qkdsim-%d' % count),
+                                  _generator().topology(['site-%03d' % index for index in range(1, count + 1)]))
 
 
 def phase_summary(results):
@@ -385,8 +362,7 @@ def measure_live(workdir):
         common.note('live: testbed_down.yml')
         rc, seconds, output = ansible_playbook(DOWN, dict(testbed_state_dir=state_dir, testbed_prefix=PREFIX))
         live['down'] = dict(rc=rc, seconds=round(seconds, 3))
-        status = Testbed(state_dir, PREFIX).status()
-        live['left_after_down'] = dict((k, status[k]) for k in ('namespaces', 'charons', 'qkdsim', 'state_dir') if status[k])
+        live['left_after_down'] = common.left_behind(Testbed(state_dir, PREFIX).status())
     return live
 
 
@@ -401,12 +377,6 @@ def _store_records(state_dir):
             records[entry[:-5]] = dict(ppk_id=record.get('ppk_id'), sources=record.get('sources'),
                                        degraded=bool(record.get('degraded')), alarms=list(record.get('alarms') or []))
     return records
-
-
-def _keyed_now(output):
-    """full_mesh.yml's "Keyed links" debug: the links keyed by this run."""
-    match = re.search(r'"keyed_now": \[(.*?)\]', output, re.S)
-    return sorted(re.findall(r'"([^"]+)"', match.group(1))) if match else None
 
 
 def _degrade_step(bed, extra, set_fault=None, clear_fault=None, rotate=True):
@@ -424,7 +394,7 @@ def _degrade_step(bed, extra, set_fault=None, clear_fault=None, rotate=True):
             clear_fault()
     after = _store_records(bed.state_dir)
     rekeyed = sorted(link for link in after if after[link]['ppk_id'] != (before.get(link) or {}).get('ppk_id'))
-    step = dict(rc=rc, seconds=round(seconds, 3), rotate=rotate, keyed_now=_keyed_now(output), rekeyed=rekeyed,
+    step = dict(rc=rc, seconds=round(seconds, 3), rotate=rotate, keyed_now=common.keyed_now(output), rekeyed=rekeyed,
                 degraded=sorted(link for link in rekeyed if after[link]['degraded']),
                 rekeyed_with_qkd=sorted(link for link in rekeyed if 'qkd' in (after[link]['sources'] or [])),
                 sources=dict((link, after[link]['sources']) for link in rekeyed),
@@ -475,8 +445,7 @@ def measure_degrade(workdir):
         common.note('degrade: testbed_down.yml')
         rc, seconds, output = ansible_playbook(DOWN, dict(testbed_state_dir=state_dir, testbed_prefix=prefix))
         result['down'] = dict(rc=rc, seconds=round(seconds, 3))
-        status = Testbed(state_dir, prefix).status()
-        result['left_after_down'] = dict((k, status[k]) for k in ('namespaces', 'charons', 'qkdsim', 'state_dir') if status[k])
+        result['left_after_down'] = common.left_behind(Testbed(state_dir, prefix).status())
     return result
 
 

@@ -11,10 +11,11 @@ phase against N: the orchestration overhead), docs/img/testbed-setup-spread.svg 
 per link, p50/p90/max, per N) and docs/img/testbed-node-addition.svg (adding site N+1 against N), and
 the section between ``<!-- testbed-orchestration:start -->`` and ``<!-- testbed-orchestration:end -->``.
 
-The rest of the page is left as it is; a missing results file leaves its section alone. The SVGs are
-written by hand (no plotting library needed).
+The rest of the page is left as it is; a missing results file leaves its section and plots alone.
+The plots are drawn with matplotlib (Agg backend, SVG with text kept as text); a fixed hash salt and
+no date in the SVG metadata make a rerun on the same data write the same bytes.
 
-    .venv/bin/python benchmarks/plot_testbed.py [--results FILE] [--testbed-results FILE]
+    .venv/bin/python benchmarks/plot_testbed.py [--results FILE] [--testbed-results FILE] [--img-dir DIR] [--page FILE]
 """
 
 import argparse
@@ -23,10 +24,12 @@ import math
 import os
 import re
 import sys
-from xml.sax.saxutils import escape
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+from matplotlib.patches import Patch  # noqa: E402
+
 import common  # noqa: E402
 
 TESTBED_MD = os.path.join(common.REPO_ROOT, 'docs', 'testbed.md')
@@ -45,271 +48,174 @@ TARGET_UP_SECONDS_AT_10 = 15.0      # the issue's targets (bench_testbed.py chec
 TARGET_SETUP_P50_MS = 50.0
 PARTS = (('qkd_master', 'QKD master (enc_keys)', '#1f77b4'), ('qkd_slave', 'QKD slave (dec_keys)', '#6baed6'),
          ('pqc', 'ML-KEM-768', '#2ca02c'), ('classical', 'X25519', '#98df8a'), ('mix', 'CatKDF both ends + confirmation', '#ff7f0e'))
+TARGET_COLOUR = '#d62728'
+# Reproducible SVGs: ids from a fixed salt, text as <text> (no glyph paths), no date in the metadata.
+STYLE = {'svg.hashsalt': 'qsafe.keyfabric', 'svg.fonttype': 'none', 'font.family': 'DejaVu Sans', 'font.size': 10,
+         'axes.grid': True, 'axes.grid.axis': 'y', 'grid.color': '#dddddd', 'axes.axisbelow': True,
+         'axes.spines.top': False, 'axes.spines.right': False}
 
 
-# --- SVG ----------------------------------------------------------------------------------------
+# --- plots --------------------------------------------------------------------------------------
 
-class Svg:
-    """A tiny SVG writer: a plot area with axes, ticks and a legend."""
-
-    def __init__(self, width, height, title):
-        self.width, self.height = width, height
-        self.items = ['<rect width="%d" height="%d" fill="white"/>' % (width, height),
-                      self.text(width / 2, 24, title, size=15, anchor='middle', weight='bold')]
-
-    @staticmethod
-    def text(x, y, content, size=12, anchor='start', weight='normal', rotate=None):
-        transform = ' transform="rotate(%d %.1f %.1f)"' % (rotate, x, y) if rotate else ''
-        return ('<text x="%.1f" y="%.1f" font-family="DejaVu Sans, Arial, sans-serif" font-size="%d" text-anchor="%s" '
-                'font-weight="%s"%s>%s</text>' % (x, y, size, anchor, weight, transform, escape(str(content))))
-
-    def add(self, item):
-        self.items.append(item)
-
-    def save(self, path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, 'w') as handle:
-            handle.write('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d">\n'
-                         % (self.width, self.height, self.width, self.height))
-            handle.write('\n'.join(self.items))
-            handle.write('\n</svg>\n')
+def _figure(title, width=8.8, height=4.3):
+    figure, axis = plt.subplots(figsize=(width, height))
+    figure.suptitle(title, fontweight='bold')
+    return figure, axis
 
 
-def nice_max(value):
-    """A round axis maximum at or above ``value``."""
-    if value <= 0:
-        return 1.0
-    magnitude = 10 ** len(str(int(value))) / 10.0 if value >= 1 else 0.1
-    for step in (1, 2, 2.5, 5, 10):
-        if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude
+def _save(figure, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, format='svg', bbox_inches='tight', metadata={'Date': None})
+    plt.close(figure)
 
 
-def axes(svg, left, top, width, height, y_max, y_label, ticks=5):
-    svg.add('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (left, top + height, left + width, top + height))
-    svg.add('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (left, top, left, top + height))
-    for index in range(ticks + 1):
-        value = y_max * index / ticks
-        y = top + height - height * index / ticks
-        svg.add('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#dddddd"/>' % (left, y, left + width, y))
-        svg.add(svg.text(left - 6, y + 4, ('%g' % round(value, 2)), size=11, anchor='end'))
-    svg.add(svg.text(18, top + height / 2, y_label, size=12, anchor='middle', rotate=-90))
+def _n_labels(axis, rows, caption=lambda row: '%d links' % row['links']):
+    axis.set_xticks(range(len(rows)), ['N=%d\n%s' % (row['sites'], caption(row)) for row in rows])
 
 
-def latency_plot(rows, path):
-    """Stacked bars: p50 per phase of one link's keying (workers=1), per N; a tick at the p99 total."""
-    svg = Svg(840, 420, 'Key distribution per link against N (p50 per phase, workers=1)')
-    left, top, width, height = 70, 50, 470, 310
-    y_max = nice_max(max(row['workers_1']['summary_ms']['total']['p99'] for row in rows) * 1.05)
-    axes(svg, left, top, width, height, y_max, 'milliseconds per link')
-    slot = width / len(rows)
-    bar_width = min(60, slot * 0.5)
-    for index, row in enumerate(rows):
-        summary = row['workers_1']['summary_ms']
-        x = left + slot * index + (slot - bar_width) / 2
+def _stacked(axis, columns, width=0.5):
+    """One stacked bar per x (0, 1, ...); ``columns`` is a list of (values in order, colours)."""
+    for x, (values, colours) in enumerate(columns):
         base = 0.0
-        for phase, unused_label, colour in PARTS:
-            value = summary[phase]['p50']
-            y = top + height - height * (base + value) / y_max
-            svg.add('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>'
-                    % (x, y, bar_width, height * value / y_max, colour))
+        for value, colour in zip(values, colours):
+            axis.bar(x, value, width, bottom=base, color=colour)
             base += value
-        p99 = top + height - height * summary['total']['p99'] / y_max
-        p50 = top + height - height * summary['total']['p50'] / y_max
-        svg.add('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black" stroke-width="2"/>' % (x - 4, p99, x + bar_width + 4, p99))
-        svg.add(svg.text(x + bar_width / 2, p99 - 5, 'p99 %.1f' % summary['total']['p99'], size=10, anchor='middle'))
-        svg.add(svg.text(x + bar_width + 6, p50 + 4, '%.1f' % summary['total']['p50'], size=10))
-        svg.add(svg.text(x + bar_width / 2, top + height + 18, 'N=%d' % row['sites'], size=12, anchor='middle'))
-        svg.add(svg.text(x + bar_width / 2, top + height + 33, '%d links' % row['links'], size=10, anchor='middle'))
-    legend_x, legend_y = left + width + 20, top + 10
-    for number, (unused_phase, label, colour) in enumerate(reversed(PARTS)):
-        y = legend_y + number * 22
-        svg.add('<rect x="%d" y="%d" width="14" height="14" fill="%s"/>' % (legend_x, y, colour))
-        svg.add(svg.text(legend_x + 20, y + 12, label, size=11))
-    y = legend_y + len(PARTS) * 22 + 10
-    svg.add('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black" stroke-width="2"/>' % (legend_x, y, legend_x + 14, y))
-    svg.add(svg.text(legend_x + 20, y + 4, 'p99 of the total', size=11))
-    svg.add(svg.text(legend_x, y + 26, 'bars: p50 of each part;', size=11))
-    svg.add(svg.text(legend_x, y + 40, 'number: p50 of the total', size=11))
-    svg.save(path)
-
-
-def wall_plot(rows, path):
-    """Lines: seconds of one hybrid_key call for the whole mesh against links, workers 1 and 4."""
-    svg = Svg(760, 400, 'One hybrid_key call keys the whole mesh: wall time against links')
-    left, top, width, height = 70, 50, 600, 290
-    x_max = max(row['links'] for row in rows)
-    y_max = nice_max(max(max(row['workers_1']['lookup_s'], row['workers_4']['lookup_s']) for row in rows) * 1.1)
-    axes(svg, left, top, width, height, y_max, 'seconds (whole call)')
-    labelled = []     # x of the points that carry labels: crowded points (a few links at the left) get none
-    for row in rows:
-        x = left + width * row['links'] / x_max
-        if labelled and x - labelled[-1] < 40:
-            continue
-        labelled.append(x)
-        svg.add(svg.text(x, top + height + 18, '%d' % row['links'], size=11, anchor='middle'))
-        svg.add(svg.text(x, top + height + 32, 'N=%d' % row['sites'], size=10, anchor='middle'))
-    svg.add(svg.text(left + width / 2, top + height + 50, 'links keyed (N sites, full mesh)', size=12, anchor='middle'))
-    for workers, colour in ((1, '#1f77b4'), (4, '#d62728')):
-        points = [(left + width * row['links'] / x_max, top + height - height * row['workers_%d' % workers]['lookup_s'] / y_max)
-                  for row in rows]
-        svg.add('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>'
-                % (colour, ' '.join('%.1f,%.1f' % point for point in points)))
-        for (x, y), row in zip(points, rows):
-            svg.add('<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"/>' % (x, y, colour))
-            if x not in labelled:
-                continue
-            svg.add(svg.text(x + 6, y - 6 if workers == 4 else y + 14, '%.2f' % row['workers_%d' % workers]['lookup_s'],
-                             size=10))
-        legend_y = top + 10 + (workers // 4) * 20
-        svg.add('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/>'
-                % (left + 20, legend_y, left + 40, legend_y, colour))
-        svg.add(svg.text(left + 46, legend_y + 4, 'workers=%d' % workers, size=11))
-    svg.save(path)
-
-
-def _bar_slots(svg, left, top, width, height, rows, bar_width_max=70, caption=lambda row: '%d links' % row['links']):
-    """x of each row's bar and its width; N and ``caption(row)`` under each bar."""
-    slot = width / len(rows)
-    bar_width = min(bar_width_max, slot * 0.5)
-    xs = []
-    for index, row in enumerate(rows):
-        x = left + slot * index + (slot - bar_width) / 2
-        xs.append(x)
-        svg.add(svg.text(x + bar_width / 2, top + height + 18, 'N=%d' % row['sites'], size=12, anchor='middle'))
-        svg.add(svg.text(x + bar_width / 2, top + height + 33, caption(row), size=10, anchor='middle'))
-    return xs, bar_width
-
-
-def _stacked_bars(svg, left, top, width, height, rows, values_of, y_max, total_of, **slots):
-    """One stacked bar per row; ``values_of(row)`` gives the part values in UP_PARTS order."""
-    xs, bar_width = _bar_slots(svg, left, top, width, height, rows, **slots)
-    for x, row in zip(xs, rows):
-        base = 0.0
-        for value, (unused_label, unused_phases, colour) in zip(values_of(row), UP_PARTS):
-            y = top + height - height * (base + value) / y_max
-            svg.add('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>'
-                    % (x, y, bar_width, height * value / y_max, colour))
-            base += value
-        total = total_of(row)
-        svg.add(svg.text(x + bar_width / 2, top + height - height * total / y_max - 6, '%.1f s' % total,
-                         size=11, anchor='middle', weight='bold'))
-    return xs, bar_width
-
-
-def _legend(svg, x, y, entries):
-    for number, (label, colour) in enumerate(entries):
-        svg.add('<rect x="%d" y="%d" width="14" height="14" fill="%s"/>' % (x, y + number * 22, colour))
-        svg.add(svg.text(x + 20, y + number * 22 + 12, label, size=11))
-    return y + len(entries) * 22
 
 
 def _part_values(phases):
     return [sum(phases.get(name, 0.0) for name in names) for unused_label, names, unused_colour in UP_PARTS]
 
 
+def _up_parts_legend(axis, extra=()):
+    handles = [Patch(color=colour, label=label) for label, unused, colour in reversed(UP_PARTS)] + list(extra)
+    axis.legend(handles=handles, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+
+
+def latency_plot(rows, path):
+    """Stacked bars: p50 per phase of one link's keying (workers=1), per N; a tick at the p99 total."""
+    with plt.rc_context(STYLE):
+        figure, axis = _figure('Key distribution per link against N (p50 per phase, workers=1)')
+        summaries = [row['workers_1']['summary_ms'] for row in rows]
+        _stacked(axis, [([summary[phase]['p50'] for phase, unused, unused_colour in PARTS],
+                         [colour for unused, unused_label, colour in PARTS]) for summary in summaries])
+        for x, summary in enumerate(summaries):
+            total = summary['total']
+            axis.hlines(total['p99'], x - 0.3, x + 0.3, colors='black', linewidth=2)
+            axis.annotate('p99 %.1f' % total['p99'], (x, total['p99']), textcoords='offset points', xytext=(0, 4),
+                          ha='center', fontsize=8)
+            axis.annotate('%.1f' % total['p50'], (x + 0.25, total['p50']), textcoords='offset points', xytext=(4, -3),
+                          fontsize=8)
+        _n_labels(axis, rows)
+        axis.set_ylabel('milliseconds per link')
+        axis.set_ylim(0, max(summary['total']['p99'] for summary in summaries) * 1.15)
+        handles = [Patch(color=colour, label=label) for unused, label, colour in reversed(PARTS)]
+        handles.append(plt.Line2D([], [], color='black', linewidth=2, label='p99 of the total'))
+        axis.legend(handles=handles, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9,
+                    title='bars: p50 of each part;\nnumber: p50 of the total', title_fontsize=9)
+        _save(figure, path)
+
+
+def wall_plot(rows, path):
+    """Lines: seconds of one hybrid_key call for the whole mesh against links, workers 1 and 4."""
+    with plt.rc_context(STYLE):
+        figure, axis = _figure('One hybrid_key call keys the whole mesh: wall time against links', width=7.6, height=4.0)
+        links = [row['links'] for row in rows]
+        labelled = []   # crowded points (a few links at the left) carry no labels
+        for row in rows:
+            if not labelled or row['links'] - labelled[-1]['links'] >= 0.06 * max(links):
+                labelled.append(row)
+        for workers, colour, offset in ((1, '#1f77b4', -12), (4, TARGET_COLOUR, 6)):
+            seconds = [row['workers_%d' % workers]['lookup_s'] for row in rows]
+            axis.plot(links, seconds, marker='o', markersize=4, color=colour, linewidth=2, label='workers=%d' % workers)
+            for row in labelled:
+                value = row['workers_%d' % workers]['lookup_s']
+                axis.annotate('%.2f' % value, (row['links'], value), textcoords='offset points', xytext=(5, offset), fontsize=8)
+        axis.set_xticks([row['links'] for row in labelled], ['%d\nN=%d' % (row['links'], row['sites']) for row in labelled])
+        axis.set_xlabel('links keyed (N sites, full mesh)')
+        axis.set_ylabel('seconds (whole call)')
+        axis.set_ylim(0, max(max(row['workers_1']['lookup_s'], row['workers_4']['lookup_s']) for row in rows) * 1.15)
+        axis.legend(loc='upper left', frameon=False)
+        _save(figure, path)
+
+
+def _orchestration_bars(axis, rows, phases_of, total_of, caption):
+    """Stacked phase bars with the run's total above each; returns the highest bar or total."""
+    _stacked(axis, [(_part_values(phases_of(row)), [colour for unused, unused_phases, colour in UP_PARTS]) for row in rows])
+    for x, row in enumerate(rows):
+        axis.annotate('%.1f s' % total_of(row), (x, total_of(row)), textcoords='offset points', xytext=(0, 4), ha='center',
+                      fontsize=9, fontweight='bold')
+    _n_labels(axis, rows, caption)
+    axis.set_ylabel('seconds, whole ansible-playbook run')
+    return max(max(total_of(row), sum(_part_values(phases_of(row)))) for row in rows)
+
+
 def up_phases_plot(runs, path):
     """Stacked bars: one testbed_up.yml run from nothing (render mode) by phase, per N; the target at N=10."""
-    svg = Svg(880, 430, 'Testbed up and verified against N: where the time goes (render mode)')
-    left, top, width, height = 70, 50, 470, 310
-    y_max = nice_max(max(max(row['up_s'] for row in runs), TARGET_UP_SECONDS_AT_10) * 1.1)
-    axes(svg, left, top, width, height, y_max, 'seconds, whole ansible-playbook run')
-    _stacked_bars(svg, left, top, width, height, runs, lambda row: _part_values(row['phases_s']), y_max,
-                  lambda row: row['up_s'])
-    target = top + height - height * TARGET_UP_SECONDS_AT_10 / y_max
-    svg.add('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#d62728" stroke-dasharray="6,4"/>'
-            % (left, target, left + width, target))
-    svg.add(svg.text(left + width - 4, target - 5, 'target at N=10: %.0f s' % TARGET_UP_SECONDS_AT_10, size=10,
-                     anchor='end'))
-    y = _legend(svg, left + width + 20, top + 10, [(label, colour) for label, unused, colour in reversed(UP_PARTS)])
-    svg.add(svg.text(left + width + 20, y + 20, 'load average before each run:', size=11))
-    svg.add(svg.text(left + width + 20, y + 36, ', '.join('N=%d: %.1f' % (row['sites'], row['load_before']) for row in runs),
-                     size=11))
-    svg.add(svg.text(left + width + 20, y + 52, '(2 cores, shared)', size=11))
-    svg.save(path)
+    with plt.rc_context(STYLE):
+        figure, axis = _figure('Testbed up and verified against N: where the time goes (render mode)')
+        highest = _orchestration_bars(axis, runs, lambda row: row['phases_s'], lambda row: row['up_s'],
+                                      lambda row: '%d links' % row['links'])
+        axis.axhline(TARGET_UP_SECONDS_AT_10, color=TARGET_COLOUR, linestyle='--', linewidth=1)
+        axis.annotate('target at N=10: %.0f s' % TARGET_UP_SECONDS_AT_10, (0.0, TARGET_UP_SECONDS_AT_10),
+                      xycoords=('axes fraction', 'data'), textcoords='offset points', xytext=(4, 4), fontsize=8)
+        axis.set_ylim(0, max(highest, TARGET_UP_SECONDS_AT_10) * 1.15)
+        load = Patch(color='none', label='load average before each run:\n%s\n(2 cores, shared)' % ', '.join(
+            'N=%d: %.1f' % (row['sites'], row['load_before']) for row in runs))
+        _up_parts_legend(axis, [load])
+        _save(figure, path)
 
 
 def setup_spread_plot(runs, path):
     """Per N, the spread of per-link tunnel set-up: a box from p50 to p90 and a whisker to the max, for the
     charon log (IKE_SA_INIT + IKE_AUTH with the PPK) and for swanctl --initiate (with the queueing)."""
-    svg = Svg(880, 430, 'Tunnel set-up time per link against N: p50, p90, max')
-    left, top, width, height = 70, 50, 560, 310
-    measures = (('setup_charon_ms', 'charon log: initiating IKE_SA to CHILD_SA established', '#1f77b4'),
-                ('setup_swanctl_ms', 'swanctl --initiate wall time (all links at once)', '#ff7f0e'))
-    highest = max(max(row[key].values()) for row in runs for key, unused, unused_colour in measures)
-    y_max = 100.0 * math.ceil(highest * 1.1 / 100.0)
-    axes(svg, left, top, width, height, y_max, 'milliseconds per link')
-    slot = width / len(runs)
-    box = min(34, slot * 0.25)
-
-    def y_of(value):
-        return top + height - height * value / y_max
-
-    for index, row in enumerate(runs):
-        centre = left + slot * index + slot / 2
-        svg.add(svg.text(centre, top + height + 18, 'N=%d' % row['sites'], size=12, anchor='middle'))
-        svg.add(svg.text(centre, top + height + 33, '%d links' % row['links'], size=10, anchor='middle'))
+    measures = (('setup_charon_ms', 'charon log: initiating IKE_SA\nto CHILD_SA established', '#1f77b4'),
+                ('setup_swanctl_ms', 'swanctl --initiate wall time\n(all links at once)', '#ff7f0e'))
+    with plt.rc_context(STYLE):
+        figure, axis = _figure('Tunnel set-up time per link against N: p50, p90, max')
+        width = 0.3
         for number, (key, unused_label, colour) in enumerate(measures):
-            samples = [value / 1000.0 for value in row[key].values()]
-            p50, p90, top_value = (common.percentile(samples, 0.5) * 1000, common.percentile(samples, 0.9) * 1000,
-                                   max(samples) * 1000)
-            x = centre + (number - 1) * (box + 6) + 3
-            middle = x + box / 2
-            svg.add('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="1.5"/>'
-                    % (middle, y_of(p90), middle, y_of(top_value), colour))
-            svg.add('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="1.5"/>'
-                    % (middle - box / 4, y_of(top_value), middle + box / 4, y_of(top_value), colour))
-            svg.add('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s" fill-opacity="0.35" stroke="%s"/>'
-                    % (x, y_of(p90), box, max(1.0, y_of(p50) - y_of(p90)), colour, colour))
-            svg.add('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="3"/>'
-                    % (x, y_of(p50), x + box, y_of(p50), colour))
-            svg.add(svg.text(middle, y_of(top_value) - 5, '%.0f' % top_value, size=9, anchor='middle'))
-            svg.add(svg.text(x + box + 2 if number else x - 2, y_of(p50) + 4, '%.0f' % p50, size=9,
-                             anchor='start' if number else 'end'))
-    target = y_of(TARGET_SETUP_P50_MS)
-    svg.add('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#d62728" stroke-dasharray="6,4"/>'
-            % (left, target, left + width, target))
-    svg.add(svg.text(left + width - 4, target - 5, 'target: p50 <= %.0f ms' % TARGET_SETUP_P50_MS, size=10, anchor='end'))
-    legend_x = left + width + 15
-    y = top + 10
-    for unused_key, label, colour in measures:
-        svg.add('<rect x="%d" y="%d" width="14" height="14" fill="%s" fill-opacity="0.35" stroke="%s"/>'
-                % (legend_x, y, colour, colour))
-        words, line = label.split(' '), ''
-        lines = []
-        for word in words:
-            if len(line) + len(word) > 26:
-                lines.append(line)
-                line = ''
-            line = (line + ' ' + word).strip()
-        lines.append(line)
-        for offset, text in enumerate(lines):
-            svg.add(svg.text(legend_x + 20, y + 12 + offset * 14, text, size=11))
-        y += 22 + 14 * len(lines)
-    for text in ('thick line: p50 (number)', 'box: p50 to p90', 'whisker: max (number)'):
-        svg.add(svg.text(legend_x, y + 8, text, size=11))
-        y += 16
-    svg.save(path)
+            for index, row in enumerate(runs):
+                samples = [value / 1000.0 for value in row[key].values()]
+                p50, p90, top = (common.percentile(samples, 0.5) * 1000, common.percentile(samples, 0.9) * 1000,
+                                 max(samples) * 1000)
+                x = index + (number - 0.5) * (width + 0.06)
+                axis.vlines(x, p90, top, colors=colour, linewidth=1.5)
+                axis.hlines(top, x - width / 4, x + width / 4, colors=colour, linewidth=1.5)
+                axis.bar(x, max(p90 - p50, 0.5), width, bottom=p50, color=colour, alpha=0.35, edgecolor=colour)
+                axis.hlines(p50, x - width / 2, x + width / 2, colors=colour, linewidth=3)
+                axis.annotate('%.0f' % top, (x, top), textcoords='offset points', xytext=(0, 3), ha='center', fontsize=7)
+                axis.annotate('%.0f' % p50, (x + (width / 2 if number else -width / 2), p50), textcoords='offset points',
+                              xytext=(3 if number else -3, -3), ha='left' if number else 'right', fontsize=7)
+        axis.axhline(TARGET_SETUP_P50_MS, color=TARGET_COLOUR, linestyle='--', linewidth=1)
+        axis.annotate('target: p50 <= %.0f ms' % TARGET_SETUP_P50_MS, (0.0, TARGET_SETUP_P50_MS),
+                      xycoords=('axes fraction', 'data'), textcoords='offset points', xytext=(4, 4), fontsize=8)
+        _n_labels(axis, runs)
+        highest = max(max(row[key].values()) for row in runs for key, unused, unused_colour in measures)
+        axis.set_ylim(0, 100.0 * math.ceil(highest * 1.1 / 100.0))
+        axis.set_ylabel('milliseconds per link')
+        handles = [Patch(facecolor=colour, alpha=0.35, edgecolor=colour, label=label) for unused, label, colour in measures]
+        handles.append(Patch(color='none', label='thick line: p50 (number)\nbox: p50 to p90\nwhisker: max (number)'))
+        axis.legend(handles=handles, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+        _save(figure, path)
 
 
 def addition_plot(runs, path):
     """Stacked bars: adding site N+1 to a running N-site mesh (testbed_up.yml with N+1), by phase."""
     rows = [row for row in runs if row.get('addition')]
-    svg = Svg(880, 430, 'Adding one site to a running mesh: time against N (N new links)')
-    left, top, width, height = 70, 50, 470, 310
-    y_max = nice_max(max(row['addition']['seconds'] for row in rows) * 1.15)
-    axes(svg, left, top, width, height, y_max, 'seconds, whole ansible-playbook run')
-    xs, bar_width = _stacked_bars(svg, left, top, width, height, rows, lambda row: _part_values(row['addition']['phases_s']),
-                                  y_max, lambda row: row['addition']['seconds'],
-                                  caption=lambda row: 'to N+1: %d new links' % row['sites'])
-    for x, row in zip(xs, rows):
+
+    def caption(row):
         add = row['addition']
         ok = add.get('only_new_links_keyed') and add.get('existing_sas_kept')
-        caption = 'keyed %d%s' % (len(add.get('keyed_now') or []), ', only these' if ok else '')
-        svg.add(svg.text(x + bar_width / 2, top + height + 46, caption, size=9, anchor='middle'))
-    _legend(svg, left + width + 20, top + 10, [(label, colour) for label, unused, colour in reversed(UP_PARTS)])
-    svg.save(path)
+        return 'to N+1: %d new links\nkeyed %d%s' % (row['sites'], len(add.get('keyed_now') or []), ', only these' if ok else '')
+
+    with plt.rc_context(STYLE):
+        figure, axis = _figure('Adding one site to a running mesh: time against N (N new links)')
+        highest = _orchestration_bars(axis, rows, lambda row: row['addition']['phases_s'],
+                                      lambda row: row['addition']['seconds'], caption)
+        axis.set_ylim(0, highest * 1.2)
+        _up_parts_legend(axis)
+        _save(figure, path)
 
 
 def orchestration_section(results):
@@ -522,50 +428,48 @@ def measured_line(measured):
     return ' Sections measured: %s.' % ', '.join('%s %s' % item for item in sorted(measured.items()))
 
 
-def replace_block(path, markdown, marker=MARKER):
-    start, end = '<!-- %s:start -->' % marker, '<!-- %s:end -->' % marker
-    with open(path) as handle:
-        page = handle.read()
-    block = '%s\n%s\n%s' % (start, markdown.strip(), end)
-    if start in page and end in page:
-        page = page[:page.index(start)] + block + page[page.index(end) + len(end):]
-    else:
-        page = page.rstrip('\n') + '\n\n' + block + '\n'
-    with open(path, 'w') as handle:
-        handle.write(page)
-
-
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
-    parser.add_argument('--results', default=os.path.join(common.RESULTS_DIR, 'testbed_faults.json'))
+    parser.add_argument('--results', default=os.path.join(common.RESULTS_DIR, 'testbed_faults.json'),
+                        help="bench_testbed_faults.py's results (key distribution, faults, live testbed)")
     parser.add_argument('--testbed-results', default=os.path.join(common.RESULTS_DIR, 'testbed.json'),
                         help="bench_testbed.py's results (up time, set-up, node addition against N)")
-    args = parser.parse_args()
+    parser.add_argument('--img-dir', default=IMG_DIR, help='where the SVGs go (default docs/img)')
+    parser.add_argument('--page', default=TESTBED_MD, help='the page whose sections are replaced (default docs/testbed.md)')
+    args = parser.parse_args(argv)
+    written = []
     try:
         with open(args.testbed_results) as handle:
             testbed = json.load(handle)
     except (OSError, ValueError) as exc:
-        common.note('plot_testbed: no orchestration plots: cannot read %s: %s (run benchmarks/bench_testbed.py)'
-                    % (args.testbed_results, exc))
+        common.note('plot_testbed: orchestration plots and section left as they are: cannot read %s: %s '
+                    '(run benchmarks/bench_testbed.py)' % (args.testbed_results, exc))
     else:
         runs = sorted((row for row in testbed.get('runs') or [] if row.get('verified')), key=lambda row: row['sites'])
         if runs:
-            up_phases_plot(runs, os.path.join(IMG_DIR, 'testbed-up-phases.svg'))
-            setup_spread_plot(runs, os.path.join(IMG_DIR, 'testbed-setup-spread.svg'))
+            up_phases_plot(runs, os.path.join(args.img_dir, 'testbed-up-phases.svg'))
+            setup_spread_plot(runs, os.path.join(args.img_dir, 'testbed-setup-spread.svg'))
+            written += ['testbed-up-phases.svg', 'testbed-setup-spread.svg']
             if any(row.get('addition') for row in runs):
-                addition_plot(runs, os.path.join(IMG_DIR, 'testbed-node-addition.svg'))
-            replace_block(TESTBED_MD, orchestration_section(dict(testbed, runs=runs)), ORCHESTRATION_MARKER)
+                addition_plot(runs, os.path.join(args.img_dir, 'testbed-node-addition.svg'))
+                written.append('testbed-node-addition.svg')
+            common.replace_section(ORCHESTRATION_MARKER, orchestration_section(dict(testbed, runs=runs)), args.page)
+            written.append('%s section' % ORCHESTRATION_MARKER)
     try:
         with open(args.results) as handle:
             results = json.load(handle)
     except (OSError, ValueError) as exc:
-        raise SystemExit('plot_testbed: cannot read %s: %s (run benchmarks/bench_testbed_faults.py first)' % (args.results, exc))
-    rows = results.get('latency') or []
-    if rows:
-        latency_plot(rows, os.path.join(IMG_DIR, 'testbed-key-latency.svg'))
-        wall_plot(rows, os.path.join(IMG_DIR, 'testbed-lookup-wall.svg'))
-    replace_block(TESTBED_MD, section(results))
-    common.note('plot_testbed: docs/testbed.md (%s section), docs/img/testbed-*.svg' % MARKER)
+        common.note('plot_testbed: key-distribution plots and section left as they are: cannot read %s: %s '
+                    '(run benchmarks/bench_testbed_faults.py)' % (args.results, exc))
+    else:
+        rows = results.get('latency') or []
+        if rows:
+            latency_plot(rows, os.path.join(args.img_dir, 'testbed-key-latency.svg'))
+            wall_plot(rows, os.path.join(args.img_dir, 'testbed-lookup-wall.svg'))
+            written += ['testbed-key-latency.svg', 'testbed-lookup-wall.svg']
+        common.replace_section(MARKER, section(results), args.page)
+        written.append('%s section' % MARKER)
+    common.note('plot_testbed: wrote %s' % (', '.join(written) or 'nothing'))
     return 0
 
 

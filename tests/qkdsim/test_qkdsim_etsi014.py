@@ -193,7 +193,7 @@ def test_unknown_paths_404_and_wrong_methods_405(default_sim, sae, method, path,
 
 def test_many_pairs_share_one_kept_alive_connection_per_sae(default_sim, sae):
     """Keep-alive works and Nagle is off (else each kept-alive request waits ~40 ms for the
-    delayed ACK). Speed itself is measured by benchmarks/bench_etsi014.py, not here."""
+    delayed ACK). Speed itself is measured by benchmarks/bench_key_delivery.py, not here."""
     from qkdsim.etsi014 import Etsi014Handler
     assert Etsi014Handler.disable_nagle_algorithm is True and Etsi014Handler.protocol_version == "HTTP/1.1"
     master, slave = sae(default_sim, "SAE-MAD-1"), sae(default_sim, "SAE-MAD-2")
