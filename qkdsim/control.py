@@ -441,7 +441,7 @@ class ControlClient:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m qkdsim.control --state-dir DIR COMMAND ...``: prints the result as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m qkdsim.control",
+    parser = argparse.ArgumentParser(prog="python -m qkdsim.control" if sys.argv[0].endswith(".py") else None,
                                      description="Fault controls of a running qkdsim (its control socket).")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--state-dir", help="the simulator's state directory (its endpoints.json names the socket)")
