@@ -19,6 +19,7 @@ This module keeps the state, builds and removes the sites; the rest is split by 
 files, phase timing) and ``netns`` (namespaces).
 """
 
+import functools
 import json
 import os
 import re
@@ -234,7 +235,7 @@ class Testbed(Links):
         self._save()
         for site, process in started:
             socket_path = self.path('charons', site, 'charon.vici')
-            processes.wait_until(lambda: os.path.exists(socket_path), process, CHARON_START_TIMEOUT, 'charon of ' + site,
+            processes.wait_until(functools.partial(os.path.exists, socket_path), process, CHARON_START_TIMEOUT, 'charon of ' + site,
                                  'no VICI socket', self.path('charons', site, 'charon.out'), TestbedError)
 
     def _start_qkdsim(self, restart):

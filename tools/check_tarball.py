@@ -44,7 +44,9 @@ def problems_for(member):
             yield 'contains %s' % part
     rel = '/'.join(parts)
     for prefix in FORBIDDEN_PREFIXES:
-        if rel == prefix or rel.startswith(prefix + '/'):
+        if rel == prefix and member.isfile():
+            yield 'is %s' % prefix
+        elif rel == prefix or rel.startswith(prefix + '/'):
             yield 'under %s/' % prefix
     dir_parts = parts if member.isdir() else parts[:-1]
     for part in dir_parts:
