@@ -41,6 +41,7 @@ DEFAULT_POLICY = 'qkd+pqc'
 POLICY_NAME_RE = re.compile(r'^[a-z0-9]+(\+[a-z0-9]+)*$')
 ON_MISSING = ('fail', 'degrade')
 
+
 def skip_reason():
     """Why this machine cannot run the testbed, or None."""
     if not sys.platform.startswith('linux'):
