@@ -103,7 +103,7 @@ help:
 	@echo "make demo | bench    tools/demo.sh | benchmarks/bench_*.py (BENCH=script, BENCH_ARGS=options; docs/benchmarks.md)"
 	@echo "make testbed         live testbed (root): TESTBED_SITES (5) sites with real charons, keyed, every tunnel verified"
 	@echo "make testbed-down    remove the testbed (namespaces, charons, qkdsim, state directory)"
-	@echo "make venv            .venv from requirements.txt (re-run when it changes)"
+	@echo "make venv            .venv from requirements.txt, with qkdsim and testbed installed from pyproject.toml (editable)"
 	@echo "make collection      sync the collection copy under .build/"
 	@echo "make requirements-freeze   regenerate requirements.txt from requirements-direct.txt"
 	@echo "make clean | distclean     remove build output | and .venv"
@@ -116,7 +116,7 @@ venv .venv: $(VENV_STAMP)
 # sslpsk3 (TLS-PSK for Cisco SKIP) is an sdist on PyPI: pip builds it with a C compiler against libssl.
 VENV_BUILD_DEBS := gcc libssl-dev
 
-$(VENV_STAMP): requirements.txt
+$(VENV_STAMP): requirements.txt pyproject.toml
 	@if ! "$(VPY)" -c 'import sys' >/dev/null 2>&1; then \
 	  $(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v < (3, 14) else "$(PYTHON) is Python %d.%d; ansible-core 2.19 needs 3.11-3.13 (set PYTHON=...)" % v)'; \
 	  echo "venv: creating .venv with $$($(PYTHON) -c 'import sys; print(sys.executable, sys.version.split()[0])')"; \
@@ -126,6 +126,8 @@ $(VENV_STAMP): requirements.txt
 	if [ -n "$$missing" ]; then echo "venv: installing$$missing (apt; sslpsk3 builds from source)"; $(call apt_install,$$missing); fi
 	@echo "venv: pip install -r requirements.txt"
 	@"$(VPY)" -m pip install -q -r requirements.txt 2>&1 | { grep -v "^WARNING: Location 'file:///[^']*' is ignored" || true; }
+	@echo "venv: pip install --no-deps -e . (qkdsim, testbed: pyproject.toml)"
+	@"$(VPY)" -m pip install -q --no-deps -e . 2>&1 | { grep -v "^WARNING: Location 'file:///[^']*' is ignored" || true; }
 	@touch "$@"
 
 requirements-freeze:

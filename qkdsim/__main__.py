@@ -20,7 +20,7 @@ log = logging.getLogger("qkdsim")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m qkdsim",
+        prog="python -m qkdsim" if sys.argv[0].endswith(".py") else None,
         description="Simulated QKD network: one ETSI GS QKD 014 KME (HTTPS, mutual TLS) per site.")
     parser.add_argument("--state-dir", required=True, help="directory for the PKI and endpoints.json")
     parser.add_argument("--topology", help="topology YAML file (default: the built-in five-site network)")

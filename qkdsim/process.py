@@ -1,7 +1,7 @@
 """Run the simulator as a separate process: what tests, benchmarks and tools use to start one.
 
-``SimulatorProcess(state_dir, topology)`` starts ``python -m qkdsim`` from the repository root
-and returns once ``endpoints.json`` names its pid (the readiness signal); ``stop()`` sends
+``SimulatorProcess(state_dir, topology)`` starts ``python -m qkdsim`` (the installed package:
+``make venv`` installs it) and returns once ``endpoints.json`` names its pid (the readiness signal); ``stop()`` sends
 SIGTERM and returns the exit code.
 """
 
@@ -13,8 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class SimulatorProcess:
@@ -29,8 +27,7 @@ class SimulatorProcess:
         command = [python, "-m", "qkdsim", "--state-dir", str(state_dir), "--log-file", str(self.log_file)]
         if topology:
             command += ["--topology", str(topology)]
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.endpoints = self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> dict:

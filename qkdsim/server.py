@@ -15,7 +15,8 @@ import threading
 from pathlib import Path
 
 from .control import SimulatorControl
-from .etsi004 import WIRE_FORMATS, Etsi004Api, Etsi004Streams
+from .etsi004 import Etsi004Api, Etsi004Streams
+from .etsi004_wire import WIRE_FORMATS
 from .etsi014 import Etsi014Api, Etsi014Handler
 from .files import write_atomic
 from .httpd import TlsHttpServer, server_tls_context

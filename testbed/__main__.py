@@ -13,7 +13,8 @@ from testbed.testbed import MAX_SITES, Testbed, TestbedError
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m testbed', description=__doc__.split('\n', maxsplit=1)[0])
+    parser = argparse.ArgumentParser(prog='python -m testbed' if sys.argv[0].endswith('.py') else None,
+                                     description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('command', choices=['up', 'connect', 'verify', 'status', 'down'])
     parser.add_argument('--state-dir', required=True, help='directory holding the testbed state (created by up, removed by down)')
     parser.add_argument('--prefix', default='qtb', help='name prefix of the namespaces (default qtb): <prefix>-core, <prefix>-site-NNN')

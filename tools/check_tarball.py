@@ -5,6 +5,7 @@ Fails (exit 1) if the tarball holds any of:
   * virtualenvs, build or demo trees, VCS data, tool state:
     .venv/ .build/ .demo/ .git/ .ansible/ .pytest_cache/ __pycache__/ *.pyc, top-level collections/
   * test and benchmark output: tests/output/, benchmarks/results/
+  * the repository's development packages (pyproject.toml: qkdsim/, testbed/, *.egg-info/)
   * run-time state directories (a path component named state, .state, *_state, *-state, *.state)
   * nested tarballs (*.tar.gz), absolute or '..' member names, links pointing outside the tree
 and if MANIFEST.json / FILES.json are missing or name another collection.
@@ -22,7 +23,8 @@ import sys
 import tarfile
 
 FORBIDDEN_COMPONENTS = ('.venv', '.build', '.demo', '.git', '.ansible', '.pytest_cache', '__pycache__')
-FORBIDDEN_PREFIXES = ('tests/output', 'benchmarks/results', 'collections')
+FORBIDDEN_PREFIXES = ('tests/output', 'benchmarks/results', 'collections', 'qkdsim', 'testbed', 'pyproject.toml')
+FORBIDDEN_DIR_PATTERNS = ('*.egg-info',)
 STATE_DIR_PATTERNS = ('state', '.state', '*_state', '*-state', '*.state')
 FORBIDDEN_FILE_PATTERNS = ('*.pyc', '*.pyo', '*.tar.gz')
 LARGE_FILE = 2 * 1024 * 1024
@@ -42,10 +44,14 @@ def problems_for(member):
             yield 'contains %s' % part
     rel = '/'.join(parts)
     for prefix in FORBIDDEN_PREFIXES:
-        if rel == prefix or rel.startswith(prefix + '/'):
+        if rel == prefix and member.isfile():
+            yield 'is %s' % prefix
+        elif rel == prefix or rel.startswith(prefix + '/'):
             yield 'under %s/' % prefix
     dir_parts = parts if member.isdir() else parts[:-1]
     for part in dir_parts:
+        if any(fnmatch.fnmatchcase(part, pat) for pat in FORBIDDEN_DIR_PATTERNS):
+            yield 'packaging metadata %s/' % part
         if any(fnmatch.fnmatchcase(part, pat) for pat in STATE_DIR_PATTERNS):
             yield 'state directory %s/' % part
     if member.isfile() and any(fnmatch.fnmatchcase(parts[-1], pat) for pat in FORBIDDEN_FILE_PATTERNS):

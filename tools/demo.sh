@@ -11,7 +11,7 @@ mkdir -p "$state"
 rm -f "$state/endpoints.json"
 
 echo "== Starting the simulated QKD network (five sites of the banking paper; log: $state/qkdsim.log)"
-"$python" -m qkdsim --state-dir "$state" --log-file "$state/qkdsim.log" &
+.venv/bin/qkdsim --state-dir "$state" --log-file "$state/qkdsim.log" &   # the console script make venv installs
 sim_pid=$!
 stop_sim() {
   if kill -0 "$sim_pid" 2>/dev/null; then

@@ -2,12 +2,11 @@
 
 Used by test_role_strongswan_site.py (one role, two sites) and test_full_mesh_push.py (the whole
 playbook, three sites). They need the Debian packages in PACKAGES and root for unshare; `skip_reason`
-says why a machine cannot run them, and the tests skip with that reason.
+says why a machine cannot run them, and the tests skip with that reason. The charon binary, its
+strongswan.conf, swanctl and the IKE SA parser are the testbed package's (testbed/charon.py).
 """
 
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,34 +14,9 @@ import time
 
 import pytest
 
-CHARON = '/usr/lib/ipsec/charon'
-PACKAGES = 'strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins'
+from testbed import charon
 
-CHARON_CONF = '''\
-charon {
-    load_modular = no
-    load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey sha1 sha2 hmac aes gcm gmp kdf kernel-libipsec kernel-netlink socket-default vici updown
-    plugins {
-        vici {
-            socket = unix://%(dir)s/charon.vici
-        }
-    }
-    filelog {
-        main {
-            path = %(dir)s/charon.log
-            flush_line = yes
-            default = 1
-            ike = 2
-        }
-    }
-}
-swanctl {
-    load = pem pkcs1 pkcs8 x509 pubkey random nonce openssl
-}
-'''
-
-# IKE SAs in `swanctl --list-sas --raw` output: connection, uniqueid, state, the rest of the line.
-IKE_SA_RE = re.compile(r'(?m)^list-sa event \{(\S+) \{uniqueid=(\d+) version=\d+ state=(\S+)(.*)$')
+PACKAGES = charon.DEBIAN_PACKAGES
 
 
 def read(path):
@@ -52,11 +26,9 @@ def read(path):
 
 def skip_reason():
     """Why real charons cannot run here, or None."""
-    if not (os.access(CHARON, os.X_OK) and shutil.which('swanctl')):
-        return 'strongSwan is not installed (Debian packages: %s)' % PACKAGES
-    for plugin in ('kernel-libipsec', 'openssl', 'gcm', 'vici'):
-        if not os.path.exists('/usr/lib/ipsec/plugins/libstrongswan-%s.so' % plugin):
-            return 'strongSwan plugin %s is missing (Debian packages: %s)' % (plugin, PACKAGES)
+    reason = charon.missing()
+    if reason:
+        return reason
     if subprocess.run(['unshare', '--mount', '--net', 'true'], check=False).returncode != 0:
         return 'unshare --mount --net is not permitted here (needs root)'
     return None
@@ -69,16 +41,14 @@ class Charon:
     def __init__(self, directory):
         self.dir = str(directory)
         os.makedirs(self.dir)
-        self.conf = os.path.join(self.dir, 'strongswan.conf')
-        with open(self.conf, 'w') as handle:
-            handle.write(CHARON_CONF % {'dir': self.dir})
+        self.conf = charon.write_conf(self.dir)
         self.socket = os.path.join(self.dir, 'charon.vici')
         self.uri = 'unix://' + self.socket
         self.log = os.path.join(self.dir, 'charon.log')
         with open(os.path.join(self.dir, 'charon.out'), 'w') as out:
             self.process = subprocess.Popen(
                 ['unshare', '--mount', '--net', '--propagation', 'private', 'sh', '-c',
-                 'mount -t tmpfs tmpfs /run && ip link set lo up && exec %s' % CHARON],
+                 'mount -t tmpfs tmpfs /run && ip link set lo up && exec %s' % charon.CHARON],
                 env=dict(os.environ, STRONGSWAN_CONF=self.conf), stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True)
         deadline = time.monotonic() + 10
@@ -92,19 +62,13 @@ class Charon:
         subprocess.run(['nsenter', '-t', str(self.process.pid), '-n', 'sh', '-ec', command], check=True)
 
     def swanctl(self, *args, swanctl_dir=None):
-        env = dict(os.environ, STRONGSWAN_CONF=self.conf)
-        if swanctl_dir:
-            env['SWANCTL_DIR'] = str(swanctl_dir)
-        done = subprocess.run(['swanctl', args[0], '--uri', self.uri] + list(args[1:]), env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30, check=False)
-        output = done.stdout.decode()
-        assert done.returncode == 0, output
-        return output
+        done = charon.swanctl(self.uri, self.conf, *args, swanctl_dir=swanctl_dir)
+        assert done.returncode == 0, done.stdout
+        return done.stdout
 
     def ike_sas(self):
         """[(connection, uniqueid, state, ppk)] of the IKE SAs."""
-        return [(m[0], int(m[1]), m[2], ' ppk=yes' in m[3])
-                for m in IKE_SA_RE.findall(self.swanctl('--list-sas', '--raw'))]
+        return [(sa['peer'], sa['uniqueid'], sa['state'], sa['ppk']) for sa in charon.ike_sas(self.swanctl('--list-sas', '--raw'))]
 
     def send_udp(self, source, destination):
         """One UDP datagram from `source` to port 9 of `destination`, both inner addresses."""
@@ -136,8 +100,8 @@ class Charons:
         return self.started[-1]
 
     def stop(self):
-        for charon in self.started:
-            charon.stop()
+        for started in self.started:
+            started.stop()
 
 
 def join(charon_a, charon_b, device_a, device_b):

@@ -14,7 +14,7 @@ from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection imp
     open_client,
     resolve_connection,
 )
-from conftest import REPO_ROOT
+from playbook_support import REPO_ROOT
 from qkdsim.process import SimulatorProcess
 
 TOPOLOGY = os.path.join(REPO_ROOT, 'tests', 'qkdsim', 'etsi004_topology.yml')
@@ -199,7 +199,7 @@ def test_a_kme_without_004_is_named(sim):
 
 
 def test_the_modules_take_interface_etsi004(sim, tmp_path):
-    from test_playbooks import recap, run_tasks
+    from playbook_support import recap, run_tasks
     with open(sim['log_file']) as handle:
         before = handle.read().count('KME-B/etsi004 SAE-B 004 GET_KEY status=0')
     rc, output = run_tasks(tmp_path, '''\

@@ -5,22 +5,12 @@ import socket
 
 import pytest
 
-from conftest import enc_keys_served
+from simulator_support import client_for, enc_keys_served
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError, LINK_STATUS_FIELDS
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import key_check_value
-from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import (
-    ConnectionOptions,
-    open_client,
-    resolve_connection,
-)
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import open_client
 
 MASTER, SLAVE, THIRD, NO_QKD_PEER = 'SAE-MAD-1', 'SAE-MAD-2', 'SAE-MAD-3', 'SAE-MEX-1'
-
-
-def client_for(simulator, sae_id, warn=None, **overrides):
-    options = dict(endpoints_file=simulator['endpoints_file'], sae_id=sae_id, retries=0, retry_backoff=0.01)
-    options.update(overrides)
-    return open_client(resolve_connection(ConnectionOptions.from_dict(options)), warn=warn)
 
 
 @pytest.fixture

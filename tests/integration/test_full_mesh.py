@@ -3,36 +3,11 @@
 import json
 import os
 import re
-import shutil
 
 import pytest
 
-from conftest import REPO_ROOT
-from test_playbooks import ansible_playbook, key_spellings
-
-PLAYBOOK = os.path.join(REPO_ROOT, 'playbooks', 'full_mesh.yml')
-PAPER = os.path.join(REPO_ROOT, 'playbooks', 'inventories', 'paper')
-
-
-@pytest.fixture
-def mesh(simulator, tmp_path):
-    """A copy of the paper inventory, a key store and an output directory."""
-    inventory = tmp_path / 'inventory'
-    shutil.copytree(PAPER, str(inventory))
-    return dict(inventory=inventory, store=tmp_path / 'store', out=tmp_path / 'out', simulator=simulator)
-
-
-def run(mesh, *args, **extra):
-    extra_vars = dict(qsafe_endpoints_file=mesh['simulator']['endpoints_file'], qsafe_key_store=str(mesh['store']),
-                      qsafe_output_dir=str(mesh['out']))
-    extra_vars.update(extra)
-    return ansible_playbook(PLAYBOOK, '-i', str(mesh['inventory']), '-e', json.dumps(extra_vars), *args)
-
-
-def keyed_now(output):
-    match = re.search(r'"keyed_now": \[(.*?)\]', output, re.S)
-    assert match, output
-    return sorted(re.findall(r'"([^"]+)"', match.group(1)))
+from macsec_support import ios_xe_ends, linux_ends
+from playbook_support import REPO_ROOT, keyed_now, key_spellings, run
 
 
 def rendered(mesh):
@@ -182,7 +157,6 @@ def macsec_keys(mesh, link_id):
 
 def macsec_ends(mesh):
     """Each MACsec link end as its device reads it: {(site, link_id): end} (see test_role_macsec_link)."""
-    from test_role_macsec_link import ios_xe_ends, linux_ends
     ends = {}
     for site in ('mad-1', 'mad-2'):
         with open(str(mesh['out'] / site / 'macsec-ios_xe.cfg')) as handle:

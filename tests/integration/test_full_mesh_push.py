@@ -15,9 +15,8 @@ import re
 import pytest
 
 from charon_support import Charons, join, read, wait_for
-from conftest import REPO_ROOT, enc_keys_served
-from test_full_mesh import keyed_now
-from test_playbooks import ansible_playbook, key_spellings
+from playbook_support import REPO_ROOT, ansible_playbook, key_spellings, keyed_now
+from simulator_support import enc_keys_served
 
 PLAYBOOK = os.path.join(REPO_ROOT, 'playbooks', 'full_mesh.yml')
 SITES = ('mad-1', 'mad-2', 'mad-3')

@@ -4,7 +4,7 @@ the other links are keyed normally. Also: the per-link timings the lookup return
 
 import pytest
 
-from test_hybrid_key_lookup import lookup_playbook
+from playbook_support import lookup_playbook
 from qkdsim.control import ControlClient
 from qkdsim.process import SimulatorProcess
 

@@ -6,31 +6,11 @@ import os
 
 import pytest
 
-from conftest import enc_keys_served
-from test_playbooks import ansible_playbook
-from test_etsi014_client_live import client_for
+from playbook_support import COLLECTIONS_PATH, ansible_playbook, lookup_playbook
+from simulator_support import client_for, enc_keys_served
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
 
 MADRID = ['SAE-MAD-1', 'SAE-MAD-2', 'SAE-MAD-3']
-
-
-def lookup_playbook(tmp_path, simulator, links, *args, **options):
-    """Run the lookup in a play; returns (rc, output, results). Results go to a 0600 file, never to the output."""
-    out = tmp_path / 'results.json'
-    playbook = tmp_path / 'lookup.yml'
-    option_text = ''.join(', %s=lookup_options.%s' % (name, name) for name in options)
-    playbook.write_text(json.dumps([dict(
-        hosts='localhost', connection='local', gather_facts=False,
-        vars=dict(links=links, lookup_options=options),
-        tasks=[
-            {'ansible.builtin.set_fact': {'link_keys': "{{ query('qsafe.keyfabric.hybrid_key', links, endpoints_file='%s'%s) }}"
-                                          % (simulator['endpoints_file'], option_text)}, 'no_log': True},
-            {'ansible.builtin.copy': {'content': '{{ link_keys | to_json }}', 'dest': str(out), 'mode': '0600'},
-             'no_log': True},
-        ])]))
-    rc, output = ansible_playbook(str(playbook), *args)
-    results = json.loads(out.read_text()) if out.exists() else None
-    return rc, output, results
 
 
 def test_a_mesh_in_one_call_gives_distinct_confirmed_keys(simulator, tmp_path):
@@ -136,7 +116,6 @@ def test_connection_options_come_from_the_environment(simulator, tmp_path, monke
 def test_lookup_documentation_renders(simulator):
     import subprocess
     import sys
-    from conftest import COLLECTIONS_PATH
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH, ANSIBLE_NOCOLOR='1')
     done = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-doc'), '-t', 'lookup',
                            'qsafe.keyfabric.hybrid_key'], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

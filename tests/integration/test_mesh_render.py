@@ -4,32 +4,13 @@ Both must write the same files, byte for byte and mode for mode: the action rend
 templates with their own variables, so a difference means it no longer follows the roles.
 """
 
-import hashlib
 import json
 import os
-import stat
 
 import pytest
 import yaml
 
-# mesh is a fixture: importing it makes it this module's too.
-from test_full_mesh import mesh, run  # noqa: F401  pylint: disable=unused-import
-from test_playbooks import key_spellings
-
-
-def tree(directory):
-    """{relative path: (mode, SHA-256 of the content)} of every file under ``directory``.
-
-    Digests, not contents: the files hold keys, and a failing assertion prints what it compares.
-    """
-    files = {}
-    for root, dirs, names in os.walk(str(directory)):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, 'rb') as handle:
-                digest = hashlib.sha256(handle.read()).hexdigest()
-            files[os.path.relpath(path, str(directory))] = (stat.S_IMODE(os.stat(path).st_mode), digest)
-    return files
+from playbook_support import key_spellings, run, tree
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ import pytest
 import yaml
 from ciscoconfparse2 import CiscoConfParse
 
-from conftest import REPO_ROOT
+from playbook_support import REPO_ROOT, ansible_playbook, key_spellings
 from charon_support import Charons
-from test_playbooks import ansible_playbook, key_spellings
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import key_check_value
 from qkdsim.process import SimulatorProcess
 

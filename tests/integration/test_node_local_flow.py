@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from conftest import REPO_ROOT
-from test_playbooks import ansible_playbook, key_spellings, recap, run_tasks
+from playbook_support import REPO_ROOT, ansible_playbook, key_spellings, recap, run_tasks
 
 PLAYBOOK = os.path.join(REPO_ROOT, 'playbooks', 'node_local_link_key.yml')
 

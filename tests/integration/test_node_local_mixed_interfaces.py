@@ -5,8 +5,7 @@ import os
 
 import pytest
 
-from conftest import REPO_ROOT
-from test_playbooks import ansible_playbook
+from playbook_support import REPO_ROOT, ansible_playbook
 from qkdsim.process import SimulatorProcess
 
 PLAYBOOK = os.path.join(REPO_ROOT, 'playbooks', 'node_local_link_key.yml')

@@ -3,41 +3,14 @@
 import base64
 import json
 import os
-import re
 import stat
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
-from conftest import COLLECTIONS_PATH, REPO_ROOT, enc_keys_served
+from playbook_support import REPO_ROOT, ansible_playbook, key_spellings, recap, run_tasks
+from simulator_support import enc_keys_served
 
 PLAYBOOK = os.path.join(REPO_ROOT, 'playbooks', 'qkd_key_pair.yml')
-
-
-def ansible_playbook(playbook, *args, extra_vars=None):
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH, ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-               ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_INVENTORY_UNPARSED_WARNING='False',
-               ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0')
-    command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,', playbook]
-    if extra_vars:
-        command += ['-e', json.dumps(extra_vars)]
-    command += list(args)
-    done = subprocess.run(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=300, check=False)
-    return done.returncode, done.stdout.decode('utf-8', 'replace')
-
-
-def recap(output):
-    match = re.search(r'localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)', output)
-    assert match, output
-    return dict(zip(('ok', 'changed', 'unreachable', 'failed'), map(int, match.groups())))
-
-
-def key_spellings(key):
-    """Every way a key could leak into text output."""
-    return {base64.b64encode(key).decode(), key.hex(), key.hex().upper(), repr(key)[2:-1]}
 
 
 def bundle_keys(path):
@@ -101,17 +74,6 @@ def test_check_mode_consumes_no_key_and_writes_nothing(simulator, pair_vars):
     assert not os.path.exists(os.path.join(pair_vars['qsafe_key_dir'], 'SAE-MAD-2--SAE-MAD-3.master.json'))
     assert enc_keys_served(simulator, 'SAE-MAD-2', 'SAE-MAD-3') == before, 'check mode fetched a key'
     assert recap(output)['changed'] >= 1
-
-
-def run_tasks(tmp_path, tasks, *args):
-    playbook = tmp_path / 'play.yml'
-    playbook.write_text(textwrap.dedent('''\
-        - hosts: localhost
-          connection: local
-          gather_facts: false
-          tasks:
-        ''') + textwrap.indent(textwrap.dedent(tasks), '    '))
-    return ansible_playbook(str(playbook), *args)
 
 
 @pytest.mark.parametrize('task, message', [

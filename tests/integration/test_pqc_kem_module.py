@@ -8,7 +8,7 @@ import stat
 
 from cryptography.hazmat.primitives.asymmetric import mlkem
 
-from test_playbooks import key_spellings, recap, run_tasks
+from playbook_support import key_spellings, recap, run_tasks
 
 KEM_TASKS = '''\
 - name: Key pair

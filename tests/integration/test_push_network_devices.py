@@ -23,9 +23,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import COLLECTIONS_PATH, REPO_ROOT
-from test_full_mesh import keyed_now
-from test_playbooks import key_spellings
+from playbook_support import COLLECTIONS_PATH, REPO_ROOT, key_spellings, keyed_now
 
 PLAYBOOK = os.path.join(REPO_ROOT, 'playbooks', 'full_mesh.yml')
 PUSH_PLAY = "Push every site's configuration"

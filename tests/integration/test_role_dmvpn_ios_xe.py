@@ -16,7 +16,7 @@ import stat
 import pytest
 from ciscoconfparse2 import CiscoConfParse
 
-from test_playbooks import ansible_playbook, key_spellings, recap, run_tasks
+from playbook_support import ansible_playbook, key_spellings, recap, run_tasks
 
 ROLE = 'qsafe.keyfabric.dmvpn_ios_xe'
 # name: (role, underlay_ip, tunnel_ip)

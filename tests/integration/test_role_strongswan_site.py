@@ -18,7 +18,7 @@ import textwrap
 import pytest
 
 from charon_support import Charons, join, read, wait_for
-from test_playbooks import ansible_playbook, key_spellings, recap, run_tasks
+from playbook_support import ansible_playbook, key_spellings, recap, run_tasks
 
 CONNS = os.path.join('swanctl', 'conf.d', 'qsafe-mesh.conf')
 SECRETS = os.path.join('swanctl', 'conf.d', 'qsafe-mesh.secrets.conf')

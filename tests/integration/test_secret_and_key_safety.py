@@ -5,7 +5,7 @@ import os
 import pytest
 
 from misbehaving_kme import LEAKED_KEY
-from test_playbooks import run_tasks
+from playbook_support import run_tasks
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import open_client

@@ -9,7 +9,7 @@ import threading
 import pytest
 import sslpsk3
 
-from conftest import REPO_ROOT
+from playbook_support import REPO_ROOT
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError, LINK_STATUS_FIELDS
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import key_check_value
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import (

@@ -15,9 +15,7 @@ import pytest
 import yaml
 from ciscoconfparse2 import CiscoConfParse
 
-from conftest import REPO_ROOT
-from test_mesh_render import tree
-from test_playbooks import ansible_playbook, key_spellings
+from playbook_support import REPO_ROOT, ansible_playbook, key_spellings, tree
 from qkdsim.process import SimulatorProcess
 
 PLAYBOOK = os.path.join(REPO_ROOT, 'playbooks', 'full_mesh.yml')

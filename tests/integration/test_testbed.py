@@ -16,9 +16,8 @@ import signal
 import pytest
 
 from charon_support import skip_reason as charon_skip_reason
-from conftest import REPO_ROOT, enc_keys_served
-from test_full_mesh import keyed_now
-from test_playbooks import ansible_playbook, key_spellings
+from playbook_support import REPO_ROOT, ansible_playbook, key_spellings, keyed_now
+from simulator_support import enc_keys_served
 
 UP = os.path.join(REPO_ROOT, 'playbooks', 'testbed_up.yml')
 DOWN = os.path.join(REPO_ROOT, 'playbooks', 'testbed_down.yml')
@@ -155,12 +154,12 @@ def test_down_after_a_failure_halfway_and_killed_processes(tmp_path, monkeypatch
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    import testbed.testbed as testbed_module
+    import testbed.charon as charon_module
     from testbed import Testbed, TestbedError
     # up fails after the namespaces exist: the charon binary cannot be run
     state_dir = tmp_path / 'failed'
     bed = Testbed(str(state_dir), prefix('f'))
-    monkeypatch.setattr(testbed_module, 'CHARON', '/bin/false')
+    monkeypatch.setattr(charon_module, 'CHARON', '/bin/false')
     with pytest.raises(TestbedError, match='charon of site-001 did not start'):
         bed.up_infra(2)
     assert len(bed.our_namespaces()) == 3
@@ -223,3 +222,18 @@ def test_the_policy_is_every_links_policy_in_the_inventory_and_recorded(tmp_path
     again = Testbed(str(tmp_path / 's'), 'qtx')
     assert again.mesh()['link_defaults']['policy'] == {'require': ['qkd', 'pqc'], 'on_missing': 'degrade'}
     assert again.inventory()['all']['vars']['qsafe_mesh']['link_defaults']['policy']['on_missing'] == 'degrade'
+
+
+def test_charon_conf_and_ike_sa_parser_shared_with_the_charon_tests(tmp_path):
+    """testbed.charon is what the testbed and charon_support.py both use: the conf names the charon's own socket
+    and log, and the parser reads swanctl's raw IKE SA lines (no charon needed)."""
+    from testbed import charon
+    with open(charon.write_conf(tmp_path)) as handle:
+        conf = handle.read()
+    assert 'socket = unix://%s/charon.vici' % tmp_path in conf and 'path = %s/charon.log' % tmp_path in conf
+    output = ('list-sa event {site-003 {uniqueid=9 version=2 state=CONNECTING local-host=198.18.0.1}}\n'
+              'list-sa event {site-002 {uniqueid=7 version=2 state=ESTABLISHED local-host=198.18.0.1 ppk=yes '
+              'child-sas {site-002-1 {state=INSTALLED bytes-in=84 packets-in=1 bytes-out=168 packets-out=2}}}}\n')
+    assert charon.ike_sas(output) == [
+        dict(peer='site-003', uniqueid=9, state='CONNECTING', ppk=False, child_installed=False, packets_in=0, packets_out=0),
+        dict(peer='site-002', uniqueid=7, state='ESTABLISHED', ppk=True, child_installed=True, packets_in=1, packets_out=2)]

@@ -1,6 +1,7 @@
 """Fixtures for the qkdsim tests: simulators run as real ``python -m qkdsim`` processes.
 
-Run from the repository root: ``python -m pytest tests/qkdsim``.
+Run from the repository root: ``python -m pytest tests/qkdsim`` (``make sim-tests``), with qkdsim installed
+(``make venv``).
 """
 
 from __future__ import annotations

@@ -1,16 +1,14 @@
-"""Helpers shared by the qkdsim tests: a simulator subprocess and an SAE client."""
+"""Helpers shared by the qkdsim tests: an SAE client and key checks (qkdsim itself is installed in the venv:
+``make venv``; pyproject.toml's pytest section puts this directory on the import path)."""
 
 from __future__ import annotations
 
 import base64
-import sys
 from pathlib import Path
 
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # the simulator package
 LAB_TOPOLOGY = Path(__file__).with_name("lab_topology.yml")
 API = "/api/v1/keys"
 
