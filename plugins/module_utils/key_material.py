@@ -98,6 +98,9 @@ def write_key_bundle(path, keys, **metadata):
 def read_key_bundle(path):
     """Read a key bundle file: returns (metadata dict, QKDKey list), or (None, None) if absent.
 
+    Each key is checked against the key check value recorded beside it; a key that does not match
+    raises KeyDeliveryError naming the file and the key_ID.
+
     A file that exists but is not a key bundle raises KeyDeliveryError (it is never overwritten
     silently: it may be somebody else's file).
     """
@@ -113,5 +116,9 @@ def read_key_bundle(path):
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise KeyDeliveryError('%s exists but is not a readable key bundle (%s); move it away or '
                                'choose another dest' % (path, exc.__class__.__name__), kind='config')
+    for entry, key in zip(bundle['keys'], keys):
+        if key_check_value(key.key) != str(entry.get('kcv', '')).upper():
+            raise KeyDeliveryError('%s: the key with key_ID %s does not match its recorded key check value; the bundle is '
+                                   'refused (restore it, or move it away to fetch new keys)' % (path, key.key_id), kind='config')
     metadata = dict((name, value) for name, value in bundle.items() if name != 'keys')
     return metadata, keys

@@ -4,6 +4,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
 import json
 import os
 import stat
@@ -130,3 +131,17 @@ def test_a_file_without_secrets_may_get_another_mode(tmp_path):
     path = str(tmp_path / 'public.conf')
     write_secret_file(path, b'x', mode=0o644)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_a_bundle_key_that_does_not_match_its_kcv_is_refused(tmp_path):
+    path = str(tmp_path / 'bundle.json')
+    write_key_bundle(path, [QKDKey('k1', KEY_A)], role='master', peer_sae_id='SAE-B')
+    with open(path) as handle:
+        bundle = json.load(handle)
+    bundle['keys'][0]['key'] = base64.b64encode(bytes([KEY_A[0] ^ 1]) + KEY_A[1:]).decode('ascii')
+    with open(path, 'w') as handle:
+        json.dump(bundle, handle)
+    with pytest.raises(KeyDeliveryError) as err:
+        read_key_bundle(path)
+    assert path in str(err.value) and 'k1' in str(err.value) and 'key check value' in str(err.value)
+    assert bundle['keys'][0]['key'] not in str(err.value)
