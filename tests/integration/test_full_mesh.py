@@ -305,8 +305,9 @@ def test_three_runs_at_once_on_one_key_store_key_each_link_once(mesh, tmp_path):
     """Three full_mesh.yml processes start together on one key store (each renders into its own directory):
     each link is keyed by one of them - one QKD key per link - and the others wait for it and reuse its key."""
     # The QKD keys served so far to each link's master for its slave (the simulator is shared by the session).
-    pairs = [dict(link_id=link, master_id='SAE-' + link.split('--')[0].upper(), slave_id='SAE-' + link.split('--')[1].upper())
-             for link in PAPER_LINKS]
+    ends = [link.upper().split('--') for link in PAPER_LINKS]
+    pairs = [dict(link_id=link, master_id='SAE-' + master, slave_id='SAE-' + slave)
+             for link, (master, slave) in zip(PAPER_LINKS, ends)]
     before = qkd_keys_served(mesh, pairs)
 
     outs = [tmp_path / ('out-%d' % number) for number in range(3)]
