@@ -16,12 +16,17 @@ __metaclass__ = type
 import os
 import re
 
-from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
-from ansible.plugins.loader import lookup_loader
+from ansible.utils.display import Display
 
 from ansible_collections.qsafe.keyfabric.plugins.filter.link_secrets import link_secrets
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store import (
+    STORE_VARIABLES,
+    LinkKeyStoreError,
+    stored_link_keys,
+)
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.mesh_inventory import MeshInventoryError, site_config
 from ansible_collections.qsafe.keyfabric.plugins.plugin_utils._ansible_compat import evaluate_conditional
 from ansible_collections.qsafe.keyfabric.plugins.plugin_utils.role_renderer import (
@@ -215,16 +220,22 @@ class ActionModule(ActionBase):
     # -- inputs --------------------------------------------------------------------------------
 
     def _link_secrets(self, plan, sites, key_store, task_vars):
-        """Per-purpose secrets of every link of ``sites``, from the key store (SECRET; kept in memory)."""
+        """Per-purpose secrets of every link of ``sites``, from the key store (SECRET; kept in memory).
+
+        The keys are read as the hybrid_key lookup with store_only=True reads them: the same function, with
+        the lookup's variables (STORE_VARIABLES; QSAFE_POLICY too). Every key is checked against its KCV and size."""
         wanted = set(link['link_id'] for link in plan['links'] if set(link['sites']).intersection(sites))
         terms = [link for link in plan['keying'] if link['link_id'] in wanted]
         if not terms:
             return {}
-        lookup = lookup_loader.get('qsafe.keyfabric.hybrid_key', loader=self._loader, templar=self._templar)
+        settings = dict((name, self._templar.template(task_vars[variable]))
+                        for name, variable in STORE_VARIABLES.items() if variable in task_vars)
+        if 'policy' not in settings and os.environ.get('QSAFE_POLICY'):
+            settings['policy'] = os.environ['QSAFE_POLICY']
         try:
-            stored = lookup.run([terms], variables=task_vars, key_store=key_store, store_only=True)
-        except AnsibleError as exc:
-            raise AnsibleActionFail('reading the link keys from %s: %s' % (key_store, exc.message))
+            stored = stored_link_keys(os.path.expanduser(key_store), terms, warn=Display().warning, **settings)
+        except (LinkKeyStoreError, ValueError, TypeError) as exc:
+            raise AnsibleActionFail('reading the link keys from %s: %s' % (key_store, exc))
         cak_bits = 128 if '128' in plan.get('cipher_suite', '') else 256
         secrets = {}
         for record in stored:

@@ -1,6 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: qsafe.keyfabric contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Longer than 450 lines because of its documentation (DOCUMENTATION, EXAMPLES, RETURN: about 270 lines); the
+# key store decisions live in module_utils/link_key_store.py, keying a link in module_utils/link_keying.py.
 
 from __future__ import absolute_import, division, print_function
 
@@ -97,6 +99,10 @@ options:
         QKD key and changes nothing. A new or changed link is keyed and stored.
       - A replaced key is kept as C(<link_id>.previous.json), and results carry its C(previous_ppk_id),
         for make-before-break rotation.
+      - Every key read from it is checked against the key check value and size its file records; a
+        key that does not match fails the call with an error naming the file and the link, and is
+        never reused or returned.
+      - Runs that share a key store do not key a link twice (see I(lock_timeout)).
       - Protect it like any secret store (mode 0700, on encrypted storage).
     type: path
     vars:
@@ -155,6 +161,17 @@ options:
     default: 3600
     vars:
       - name: qsafe_previous_key_lifetime
+  lock_timeout:
+    description:
+      - With I(key_store), how long to wait, in seconds, for a link that another run (another
+        playbook, or another lookup call) is keying in the same I(key_store). Each link's
+        check-key-store step is done under an exclusive lock (C(.<link_id>.lock) in I(key_store)),
+        so two runs never key a link twice - the second waits, then reuses the key the first stored.
+      - After this long, the link fails with an error naming it and its lock file.
+    type: int
+    default: 300
+    vars:
+      - name: qsafe_key_store_lock_timeout
 extends_documentation_fragment:
   - qsafe.keyfabric.kme_connection
   - qsafe.keyfabric.kme_connection.plugins
@@ -276,15 +293,10 @@ from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_keying import
     key_controller_link,
 )
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store import (
+    LinkKeyStore,
     LinkKeyStoreError,
-    link_key_path,
-    previous_in_window,
     public_record,
-    read_link_key,
-    replace_link_key,
-    retire_previous_link_key,
-    reusable,
-    rollover_time,
+    wanted_key,
 )
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_policy import LinkPolicy, PolicyViolation
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.pqc_backends import PqcError, select_backend
@@ -334,6 +346,8 @@ class LookupModule(LookupBase):
             return []
         options = ConnectionOptions.from_plugin(self)
         self._check_options(options, links)
+        self._store = LinkKeyStore(self.get_option('key_store'), self.get_option('previous_key_lifetime'),
+                                   self.get_option('lock_timeout')) if self.get_option('key_store') else None
         try:
             manifest = load_endpoints(options.get('endpoints_file')) if options.get('endpoints_file') else None
             classical_backend = select_backend('auto', CLASSICAL_ALGORITHM)
@@ -398,6 +412,8 @@ class LookupModule(LookupBase):
         key_store = self.get_option('key_store')
         if key_store and not os.path.isdir(key_store):
             raise AnsibleLookupError('key_store %s is not a directory' % key_store)
+        if self.get_option('lock_timeout') < 0:
+            raise AnsibleLookupError('lock_timeout must be 0 or more seconds, got %d' % self.get_option('lock_timeout'))
         if self.get_option('previous_key_lifetime') < 0:
             raise AnsibleLookupError('previous_key_lifetime must be 0 or more seconds, got %d' % self.get_option('previous_key_lifetime'))
         saes = set(link[end] for link in links for end in ('master', 'slave'))
@@ -427,28 +443,26 @@ class LookupModule(LookupBase):
         return rotate in (True, 'true', 'yes', 'all')
 
     def _plan(self, link, options, manifest, qkd_pairs, default_policy):
-        """What keying ``link`` takes, checked without any KME call."""
+        """What keying ``link`` takes, checked without any KME call (the key store is read and checked too)."""
         policy = LinkPolicy.from_spec(link['policy']) if link.get('policy') else default_policy
         kem_algorithm = link.get('kem_algorithm') or self.get_option('kem_algorithm')
         plan = dict(link=link, policy=policy, kem_algorithm=kem_algorithm,
                     kem_backend=select_backend(self.get_option('pqc_backend'), kem_algorithm),
-                    wanted=dict(link_id=link['link_id'], master_id=link['master'], slave_id=link['slave'],
-                                policy=policy.name, kem_algorithm=kem_algorithm,
-                                hash_algorithm=self.get_option('hash_algorithm'), size=self.get_option('key_length') * 8),
-                    store_path=None, stored=None)
-        if self.get_option('key_store'):
-            plan['store_path'] = link_key_path(self.get_option('key_store'), link['link_id'])
-            plan['stored'] = read_link_key(plan['store_path'])
-        # store_only reads the keys an earlier call made, so rotation and age do not apply to it.
-        store_only = self.get_option('store_only')
-        plan['reuse'] = bool(plan['stored']) and (store_only or not self._rotating(link['link_id'])) and \
-            reusable(plan['stored'], plan['wanted'], 0 if store_only else self.get_option('max_age'), accept_degraded=store_only)
+                    wanted=wanted_key(link['link_id'], link['master'], link['slave'], policy, kem_algorithm,
+                                      self.get_option('hash_algorithm'), self.get_option('key_length')),
+                    stored=None, rotate=self._rotating(link['link_id']))
+        if self.get_option('store_only'):
+            # The keys an earlier call made, as configurations carry them: rotation and age do not apply.
+            if self._store is None:
+                raise LinkKeyingError('no usable key in key_store %s (store_only is set)' % self.get_option('key_store'))
+            plan['in_force'] = self._store.in_force(plan['wanted'], link['master'], link['slave'], warn=display.warning)
+            return plan
+        if self._store is not None:
+            plan['stored'] = self._store.read(link['link_id'])
+        # A first guess, for dry_run and to resolve connections now; keying decides again under the link's lock.
+        plan['reuse'] = self._store is not None and \
+            self._store.fits(plan['stored'], plan['wanted'], plan['rotate'], self.get_option('max_age'))
         plan['dry'] = not plan['reuse'] and self.get_option('dry_run')
-        if not plan['reuse'] and store_only:
-            raise LinkKeyingError('no usable key in key_store %s (store_only is set)' % self.get_option('key_store'))
-        # The key a rotation replaced, while the overlap window is open (read now, so a bad file fails early).
-        plan['previous'] = previous_in_window(plan['store_path'], plan['stored'], self.get_option('previous_key_lifetime')) \
-            if store_only else None
         use_qkd = link.get('qkd', True)
         if use_qkd and qkd_pairs is not None:
             kmes = frozenset(manifest['saes'].get(link[end], {}).get('kme_id') for end in ('master', 'slave'))
@@ -456,52 +470,49 @@ class LookupModule(LookupBase):
         plan['use_qkd'] = use_qkd
         if not plan['reuse']:
             # Resolving both ends also checks that both SAEs are known, QKD or not.
-            for end in ('master', 'slave'):
-                plan[end + '_settings'] = resolve_connection(options.with_overrides(link[end + '_overrides']),
-                                                             sae_id=link[end], manifest=manifest)
+            self._resolve(plan, options, manifest)
         return plan
 
-    def _rollover(self, link_id, stored, previous):
-        """store_only: when a rotated key takes over, and the key it replaces while the window is open (SECRET)."""
-        window = self.get_option('previous_key_lifetime')
-        extra = {}
-        active_from = rollover_time(stored, window)
-        if active_from is not None:
-            extra['active_from'] = active_from
-        if previous is not None:
-            extra.update(previous_key=previous['key'], previous_ppk_id=previous['ppk_id'])
-            previous_active_from = rollover_time(previous, window)
-            if previous_active_from is not None:
-                extra['previous_active_from'] = previous_active_from
-                if previous_active_from > time.time():
-                    display.warning('hybrid_key: link %s was rotated again before its previous rotation took over; devices '
-                                    'still on the key before that lose it now' % link_id)
-        return extra
+    @staticmethod
+    def _resolve(plan, options, manifest):
+        link = plan['link']
+        for end in ('master', 'slave'):
+            if end + '_settings' not in plan:
+                plan[end + '_settings'] = resolve_connection(options.with_overrides(link[end + '_overrides']),
+                                                             sae_id=link[end], manifest=manifest)
 
     def _key(self, plan, options, manifest, clients, classical_backend):
-        link, stored = plan['link'], plan['stored']
-        if plan['reuse']:
-            result = dict(public_record(stored), master=link['master'], slave=link['slave'], key=stored['key'], reused=True)
-            if self.get_option('store_only'):
-                result.update(self._rollover(link['link_id'], stored, plan['previous']))
-            elif plan['store_path'] and not self.get_option('dry_run'):
-                retire_previous_link_key(plan['store_path'], stored, self.get_option('previous_key_lifetime'))
-            return result
+        link = plan['link']
+        if self.get_option('store_only'):
+            return dict(plan['in_force'])
         if plan['dry']:
             return dict(link_id=link['link_id'], master=link['master'], slave=link['slave'], would_key=True, reused=False)
-        master, slave = [self._client(clients, plan[end + '_settings']) for end in ('master', 'slave')]
+        if plan['reuse'] and self.get_option('dry_run'):
+            return dict(public_record(plan['stored']), master=link['master'], slave=link['slave'],
+                        key=plan['stored']['key'], reused=True)
         timings = {}
-        link_key, alarms = key_controller_link(
-            link, plan['policy'], master, slave, plan['kem_backend'], classical_backend, plan['kem_algorithm'],
-            qkd_key_size=self.get_option('qkd_key_size'), hash_algorithm=self.get_option('hash_algorithm'),
-            length=self.get_option('key_length'), use_qkd=plan['use_qkd'], timings=timings)
-        record = link_key.public_facts()
-        record.update(kem_algorithm=plan['kem_algorithm'], key=link_key.key.hex(), created=int(time.time()), generation=1,
-                      alarms=list(record.get('alarms', ())) + alarms)
-        if plan['store_path']:
-            started = time.perf_counter()
-            record = replace_link_key(plan['store_path'], record, stored)
-            timings['store'] = round((time.perf_counter() - started) * 1000.0, 3)
+
+        def make_record():
+            self._resolve(plan, options, manifest)
+            master, slave = [self._client(clients, plan[end + '_settings']) for end in ('master', 'slave')]
+            link_key, alarms = key_controller_link(
+                link, plan['policy'], master, slave, plan['kem_backend'], classical_backend, plan['kem_algorithm'],
+                qkd_key_size=self.get_option('qkd_key_size'), hash_algorithm=self.get_option('hash_algorithm'),
+                length=self.get_option('key_length'), use_qkd=plan['use_qkd'], timings=timings)
+            record = link_key.public_facts()
+            record.update(kem_algorithm=plan['kem_algorithm'], key=link_key.key.hex(), created=int(time.time()),
+                          generation=1, alarms=list(record.get('alarms', ())) + alarms)
+            return record
+
+        if self._store is None:
+            record = make_record()
+        else:
+            # Re-read, decide and write under the link's lock: a run that keyed it meanwhile is reused, not repeated.
+            record, reused = self._store.key_link(plan['wanted'], make_record, rotate=plan['rotate'],
+                                                  max_age=self.get_option('max_age'), planned=plan['stored'],
+                                                  timings=timings)
+            if reused:
+                return dict(public_record(record), master=link['master'], slave=link['slave'], key=record['key'], reused=True)
         for alarm in record['alarms']:
             display.warning('hybrid_key: link %s: %s' % (link['link_id'], alarm))
         return dict(record, master=link['master'], slave=link['slave'], reused=False, timings_ms=timings)

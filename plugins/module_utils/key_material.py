@@ -12,9 +12,10 @@ A key bundle file is JSON:
 ``{"format": "qsafe-keyfabric-keys/1", "interface": ..., "kme_url": ..., "role": ...,
    "sae_id": ..., "peer_sae_id": ..., "size": ..., "keys": [{"key_ID": ..., "key": <base64>,
    "kcv": ...}]}``
-It is written to a temporary file in the destination directory with mode 0600, flushed,
-fsynced and renamed over the destination, so a reader sees the old file or the new one, never
-a half-written one.
+Every file that holds a key (key bundles, link key files, KEM secrets, rendered configurations)
+is written by ``write_secret_file``: a temporary file in the destination directory with mode 0600
+from its creation, fsynced, renamed over the destination, and the directory fsynced - a reader
+sees the old file or the new one, never a half-written one, and the new one survives a crash.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -53,13 +54,19 @@ def check_writable(path, option='dest'):
         raise KeyDeliveryError('%s %s: directory %s is not writable' % (option, path, directory), kind='config')
 
 
-def write_secret_file(path, data):
-    """Write ``data`` (bytes) to ``path`` atomically with mode 0600."""
+def write_secret_file(path, data, mode=0o600):
+    """Write ``data`` (bytes) to ``path`` atomically and durably: the collection's one writer of files that hold keys.
+
+    A temporary file in the same directory (mode 0600 from its creation, by ``mkstemp``) gets the
+    data, is fsynced, then renamed over ``path``, and the directory is fsynced so the rename itself
+    survives a crash. A reader sees the old file or the new one, never a partial one. ``mode`` is
+    set on the temporary file before any byte is written (0600 unless the file holds no secret).
+    """
     check_writable(path, option='file')
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.%s.' % os.path.basename(path), suffix='.tmp')
     try:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, 'wb') as handle:
             handle.write(data)
             handle.flush()
@@ -91,6 +98,9 @@ def write_key_bundle(path, keys, **metadata):
 def read_key_bundle(path):
     """Read a key bundle file: returns (metadata dict, QKDKey list), or (None, None) if absent.
 
+    Each key is checked against the key check value recorded beside it; a key that does not match
+    raises KeyDeliveryError naming the file and the key_ID.
+
     A file that exists but is not a key bundle raises KeyDeliveryError (it is never overwritten
     silently: it may be somebody else's file).
     """
@@ -106,5 +116,9 @@ def read_key_bundle(path):
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise KeyDeliveryError('%s exists but is not a readable key bundle (%s); move it away or '
                                'choose another dest' % (path, exc.__class__.__name__), kind='config')
+    for entry, key in zip(bundle['keys'], keys):
+        if key_check_value(key.key) != str(entry.get('kcv', '')).upper():
+            raise KeyDeliveryError('%s: the key with key_ID %s does not match its recorded key check value; the bundle is '
+                                   'refused (restore it, or move it away to fetch new keys)' % (path, key.key_id), kind='config')
     metadata = dict((name, value) for name, value in bundle.items() if name != 'keys')
     return metadata, keys

@@ -19,7 +19,6 @@ __metaclass__ = type
 
 import os
 import stat
-import tempfile
 
 from ansible import constants as C
 from ansible.errors import AnsibleError
@@ -30,6 +29,8 @@ from ansible_collections.qsafe.keyfabric.plugins.plugin_utils._ansible_compat im
     load_trusted_file,
     trust_as_template,
 )
+
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import write_secret_file
 
 # What the template module does by default (trim_blocks on, "\n" line ends).
 TEMPLATE_OVERRIDES = dict(trim_blocks=True, lstrip_blocks=False, newline_sequence='\n')
@@ -176,19 +177,7 @@ class FileWriter(object):
         self.changed.append(path)
         if self.check_mode:
             return True
-        directory = os.path.dirname(path)
-        descriptor, temporary = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
-        try:
-            os.fchmod(descriptor, mode)
-            with os.fdopen(descriptor, 'wb') as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        write_secret_file(path, data, mode)  # the collection's one atomic, durable writer (fsync of file and directory)
         return True
 
     def remove(self, path):

@@ -3,11 +3,16 @@
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from macsec_support import ios_xe_ends, linux_ends
-from playbook_support import REPO_ROOT, keyed_now, key_spellings, run
+from playbook_support import REPO_ROOT, ansible_playbook, keyed_now, key_spellings, run
+from simulator_support import enc_keys_served
+
+PAPER_LINKS = ['mad-1--mad-2', 'mad-1--mad-3', 'mad-1--mex-1', 'mad-1--nsp-1', 'mad-2--mad-3',
+               'mad-2--mex-1', 'mad-2--nsp-1', 'mad-3--mex-1', 'mad-3--nsp-1', 'mex-1--nsp-1']
 
 
 def rendered(mesh):
@@ -28,8 +33,7 @@ def stored_keys(mesh):
 def test_five_sites_render_and_no_key_byte_is_shown(mesh):
     rc, output = run(mesh, '-vvvv', '--diff')
     assert rc == 0, output
-    assert keyed_now(output) == ['mad-1--mad-2', 'mad-1--mad-3', 'mad-1--mex-1', 'mad-1--nsp-1', 'mad-2--mad-3',
-                                 'mad-2--mex-1', 'mad-2--nsp-1', 'mad-3--mex-1', 'mad-3--nsp-1', 'mex-1--nsp-1']
+    assert keyed_now(output) == PAPER_LINKS
     files = rendered(mesh)
     assert sorted(set(path.split(os.sep)[0] for path in files)) == ['mad-1', 'mad-2', 'mad-3', 'mex-1', 'nsp-1']
     for key in stored_keys(mesh).values():
@@ -259,3 +263,82 @@ def test_wrong_inventory_fails_early_naming_site_and_field(mesh, edit, message):
     assert rc != 0 and message in output, output
     assert not mesh['store'].exists() or list(mesh['store'].iterdir()) == []
     assert 'Traceback' not in output
+
+
+def qkd_keys_served(mesh, records):
+    """QKD keys the simulator has served per link so far (enc_keys to the link's master for its slave)."""
+    return dict((record['link_id'], enc_keys_served(mesh['simulator'], record['master_id'], record['slave_id']))
+                for record in records)
+
+
+def stored_records(mesh):
+    from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store import read_link_key
+    return [read_link_key(str(mesh['store'] / name)) for name in sorted(os.listdir(str(mesh['store'])))
+            if name.endswith('.json') and not name.endswith('.previous.json')]
+
+
+def test_three_runs_at_once_on_one_key_store_key_each_link_once(mesh, tmp_path):
+    """Three full_mesh.yml processes start together on one key store (each renders into its own directory):
+    each link is keyed by one of them - one QKD key per link - and the others wait for it and reuse its key."""
+    # The QKD keys served so far to each link's master for its slave (the simulator is shared by the session).
+    ends = [link.upper().split('--') for link in PAPER_LINKS]
+    pairs = [dict(link_id=link, master_id='SAE-' + master, slave_id='SAE-' + slave)
+             for link, (master, slave) in zip(PAPER_LINKS, ends)]
+    before = qkd_keys_served(mesh, pairs)
+
+    outs = [tmp_path / ('out-%d' % number) for number in range(3)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outcomes = list(pool.map(lambda out: run(mesh, qsafe_output_dir=str(out)), outs))
+    for rc, output in outcomes:
+        assert rc == 0, output
+    records = stored_records(mesh)
+    assert sorted(record['link_id'] for record in records) == sorted(pair['link_id'] for pair in pairs)
+    after = qkd_keys_served(mesh, records)
+    spent = dict((link_id, after[link_id] - before[link_id]) for link_id in after)
+    assert spent == dict((record['link_id'], 1 if 'qkd' in record['sources'] else 0) for record in records), spent
+    assert sum(spent.values()) >= 4, 'the mesh has QKD links'
+    assert all(record['generation'] == 1 for record in records)
+    assert not [name for name in os.listdir(str(mesh['store'])) if not name.endswith('.json') or 'previous' in name]
+    # Every link keyed once, by one run; together the runs keyed each link once.
+    keyed = sorted(link for rc, output in outcomes for link in keyed_now(output))
+    assert keyed == sorted(record['link_id'] for record in records), keyed
+    renders = [rendered(dict(mesh, out=out)) for out in outs]
+    assert renders[0] and renders[0] == renders[1] == renders[2], 'all three rendered the same keys'
+
+
+def test_a_flipped_bit_in_a_stored_key_fails_the_run_naming_the_link_and_renders_nothing(mesh):
+    assert run(mesh)[0] == 0
+    records = stored_records(mesh)
+    before = rendered(mesh)
+    mtimes = dict((path, os.stat(str(mesh['out'] / path)).st_mtime_ns) for path in before)
+    served = qkd_keys_served(mesh, records)
+    path = mesh['store'] / 'mad-1--mad-2.json'
+    record = json.loads(path.read_text())
+    good = record['key']
+    key = bytearray(bytes.fromhex(good))
+    key[7] ^= 0x04
+    record['key'] = bytes(key).hex()
+    path.write_text(json.dumps(record))
+
+    rc, output = run(mesh, '-vvv')
+    assert rc != 0, output
+    assert 'mad-1--mad-2' in output and str(path) in output and 'damaged' in output, output
+    assert 'Traceback' not in output
+    for secret in (good, record['key']):
+        for spelling in key_spellings(bytes.fromhex(secret)):
+            assert spelling not in output, 'a key in the playbook output'
+    assert rendered(mesh) == before, 'no configuration was rendered from the damaged key'
+    assert dict((name, os.stat(str(mesh['out'] / name)).st_mtime_ns) for name in before) == mtimes
+    assert qkd_keys_served(mesh, records) == served, 'no QKD key was spent'
+
+    # The render step alone (mesh_render reads the keys an earlier play made): it refuses the key too.
+    playbook = mesh['inventory'] / 'render_only.yml'
+    playbook.write_text(json.dumps([dict(hosts='localhost', connection='local', gather_facts=False, tasks=[
+        {'ansible.builtin.set_fact': {'plan': "{{ groups['qsafe_sites'] | qsafe.keyfabric.mesh_plan(hostvars, "
+                                              "qsafe_mesh | default({})) }}"}},
+        {'qsafe.keyfabric.mesh_render': {'plan': '{{ plan }}', 'key_store': str(mesh['store']),
+                                         'output_dir': str(mesh['out'])}}])]))
+    rc, output = ansible_playbook(str(playbook), '-i', str(mesh['inventory']))
+    assert rc != 0 and 'mad-1--mad-2' in output and str(path) in output and 'damaged' in output, output
+    assert 'Traceback' not in output and good not in output and record['key'] not in output
+    assert rendered(mesh) == before

@@ -10,21 +10,28 @@ import os
 import time
 
 import pytest
+import yaml
 
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.loader import lookup_loader
 
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import key_check_value
+from ansible_collections.qsafe.keyfabric.plugins.lookup import hybrid_key
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store import (
+    STORE_DEFAULTS,
+    STORE_VARIABLES,
     link_key_path,
     read_link_key,
     replace_link_key,
+    stored_link_keys,
     write_link_key,
 )
 
 LINK = dict(master='SAE-A', slave='SAE-B')
 FIRST = dict(link_id='SAE-A--SAE-B', master_id='SAE-A', slave_id='SAE-B', policy='qkd+pqc', kem_algorithm='ML-KEM-768',
-             hash_algorithm='sha256', size=256, key='11' * 32, ppk_id='qkf-0000000000000001', kcv='ABCDEF',
+             hash_algorithm='sha256', size=256, key='11' * 32, ppk_id='qkf-0000000000000001', kcv=key_check_value(b'\x11' * 32),
              created=1000, generation=1, degraded=False, alarms=[])
+KCV_22 = key_check_value(b'\x22' * 32)
 
 
 def lookup(store, **options):
@@ -34,7 +41,7 @@ def lookup(store, **options):
 def rotate(store, created):
     path = link_key_path(str(store), 'SAE-A--SAE-B')
     write_link_key(path, FIRST)
-    replace_link_key(path, dict(FIRST, key='22' * 32, ppk_id='qkf-0000000000000002', created=created), read_link_key(path))
+    replace_link_key(path, dict(FIRST, key='22' * 32, kcv=KCV_22, ppk_id='qkf-0000000000000002', created=created), read_link_key(path))
     return path
 
 
@@ -89,3 +96,29 @@ def test_a_negative_window_is_refused(tmp_path):
     with pytest.raises(AnsibleLookupError) as err:
         lookup(tmp_path, store_only=True, previous_key_lifetime=-1)
     assert 'previous_key_lifetime must be 0 or more seconds' in str(err.value)
+
+
+@pytest.mark.parametrize('age, window', [(10, 3600), (7200, 3600), (10, 0), (10, 600)])
+def test_the_action_reads_exactly_what_store_only_returns(tmp_path, age, window):
+    """mesh_render reads keys through stored_link_keys; the lookup's store_only goes through the same function."""
+    rotate(tmp_path, int(time.time()) - age)
+    assert stored_link_keys(str(tmp_path), [LINK], previous_key_lifetime=window) == \
+        lookup(tmp_path, store_only=True, previous_key_lifetime=window)
+
+
+def test_store_defaults_are_the_lookups_documented_defaults():
+    options = yaml.safe_load(hybrid_key.DOCUMENTATION)['options']
+    for name, value in STORE_DEFAULTS.items():
+        assert options[name]['default'] == value, name
+    for name, variable in STORE_VARIABLES.items():
+        assert {'name': variable} in options[name]['vars'], name
+
+
+def test_a_damaged_key_fails_the_lookup_naming_the_file_before_any_key_is_spent(tmp_path):
+    path = link_key_path(str(tmp_path), 'SAE-A--SAE-B')
+    write_link_key(path, dict(FIRST, kcv=KCV_22))
+    for options in (dict(store_only=True), dict(dry_run=True), dict()):
+        with pytest.raises(AnsibleLookupError) as err:
+            lookup(tmp_path, **options)
+        assert 'no link was keyed' in str(err.value) and path in str(err.value) and 'damaged' in str(err.value)
+        assert '11' * 16 not in str(err.value)

@@ -4,6 +4,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
 import json
 import os
 import stat
@@ -81,3 +82,66 @@ def test_foreign_file_is_refused_without_echoing_its_content(tmp_path):
         read_key_bundle(str(path))
     assert 'not a readable key bundle' in str(err.value)
     assert 'c2VjcmV0' not in str(err.value)
+
+
+def test_secret_file_is_0600_from_creation_and_fsyncs_file_then_directory(tmp_path, monkeypatch):
+    """The one writer of key files: the temporary file is 0600 before a byte is written, the file is
+    fsynced before the rename and the directory after it (so the rename survives a crash)."""
+    path = str(tmp_path / 'secret.bin')
+    events = []
+    real_fsync, real_rename, real_fdopen = os.fsync, os.rename, os.fdopen
+
+    def fsync(fd):
+        events.append(('fsync', 'dir' if stat.S_ISDIR(os.fstat(fd).st_mode) else 'file'))
+        real_fsync(fd)
+
+    def rename(source, destination):
+        events.append(('rename', os.path.dirname(source) == str(tmp_path), destination))
+        real_rename(source, destination)
+
+    def fdopen(fd, *args, **kwargs):
+        events.append(('mode before write', stat.S_IMODE(os.fstat(fd).st_mode)))
+        return real_fdopen(fd, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'fsync', fsync)
+    monkeypatch.setattr(os, 'rename', rename)
+    monkeypatch.setattr(os, 'fdopen', fdopen)
+    write_secret_file(path, b'\x01' * 32)
+    assert events == [('mode before write', 0o600), ('fsync', 'file'), ('rename', True, path), ('fsync', 'dir')]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and os.listdir(str(tmp_path)) == ['secret.bin']
+
+
+def test_secret_file_replaces_atomically_and_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    path = str(tmp_path / 'secret.bin')
+    write_secret_file(path, b'old')
+
+    def broken_fsync(fd):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(os, 'fsync', broken_fsync)
+    with pytest.raises(OSError):
+        write_secret_file(path, b'new')
+    monkeypatch.undo()
+    with open(path, 'rb') as handle:
+        assert handle.read() == b'old'
+    assert os.listdir(str(tmp_path)) == ['secret.bin'], 'no temporary file is left behind'
+
+
+def test_a_file_without_secrets_may_get_another_mode(tmp_path):
+    path = str(tmp_path / 'public.conf')
+    write_secret_file(path, b'x', mode=0o644)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_a_bundle_key_that_does_not_match_its_kcv_is_refused(tmp_path):
+    path = str(tmp_path / 'bundle.json')
+    write_key_bundle(path, [QKDKey('k1', KEY_A)], role='master', peer_sae_id='SAE-B')
+    with open(path) as handle:
+        bundle = json.load(handle)
+    bundle['keys'][0]['key'] = base64.b64encode(bytes([KEY_A[0] ^ 1]) + KEY_A[1:]).decode('ascii')
+    with open(path, 'w') as handle:
+        json.dump(bundle, handle)
+    with pytest.raises(KeyDeliveryError) as err:
+        read_key_bundle(path)
+    assert path in str(err.value) and 'k1' in str(err.value) and 'key check value' in str(err.value)
+    assert bundle['keys'][0]['key'] not in str(err.value)

@@ -9,6 +9,7 @@ import stat
 
 import pytest
 
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import key_check_value
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store import (
     LinkKeyStoreError,
     link_key_path,
@@ -25,8 +26,9 @@ from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store imp
 
 WANTED = dict(link_id='A--B', master_id='SAE-A', slave_id='SAE-B', policy='qkd+pqc', kem_algorithm='ML-KEM-768',
               hash_algorithm='sha256', size=256)
-RECORD = dict(WANTED, key='11' * 32, ppk_id='qkf-0000000000000001', kcv='ABCDEF', created=1000, generation=1,
+RECORD = dict(WANTED, key='11' * 32, ppk_id='qkf-0000000000000001', kcv=key_check_value(b'\x11' * 32), created=1000, generation=1,
               degraded=False)
+KCV_22 = key_check_value(b'\x22' * 32)
 
 
 def test_round_trip_is_0600_and_public_record_has_no_key(tmp_path):
@@ -83,7 +85,7 @@ def test_reuse_ends_with_max_age():
 def test_replacing_keeps_the_previous_key(tmp_path):
     path = link_key_path(str(tmp_path), 'A--B')
     write_link_key(path, RECORD)
-    new = replace_link_key(path, dict(RECORD, key='22' * 32, ppk_id='qkf-0000000000000002'), read_link_key(path))
+    new = replace_link_key(path, dict(RECORD, key='22' * 32, kcv=KCV_22, ppk_id='qkf-0000000000000002'), read_link_key(path))
     assert new['generation'] == 2 and new['previous_ppk_id'] == 'qkf-0000000000000001'
     assert read_link_key(str(tmp_path / 'A--B.previous.json'))['key'] == '11' * 32
     assert read_link_key(path)['key'] == '22' * 32
@@ -93,7 +95,7 @@ def rotated(tmp_path, created=5000):
     """A link rotated once at ``created``: (path, new record as stored)."""
     path = link_key_path(str(tmp_path), 'A--B')
     write_link_key(path, RECORD)
-    replace_link_key(path, dict(RECORD, key='22' * 32, ppk_id='qkf-0000000000000002', created=created), read_link_key(path))
+    replace_link_key(path, dict(RECORD, key='22' * 32, kcv=KCV_22, ppk_id='qkf-0000000000000002', created=created), read_link_key(path))
     return path, read_link_key(path)
 
 
