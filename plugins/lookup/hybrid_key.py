@@ -253,7 +253,6 @@ _raw:
 '''
 
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -265,9 +264,9 @@ from ansible.utils.display import Display
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.hybrid_combiner import CombinerError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import (
+    ClientPool,
     ConnectionOptions,
     load_endpoints,
-    open_client,
     resolve_connection,
 )
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_keying import (
@@ -353,14 +352,11 @@ class LookupModule(LookupBase):
         if problems:
             raise AnsibleLookupError('no link was keyed: ' + '; '.join(problems))
 
-        local, opened = threading.local(), []
+        clients = ClientPool(warn=display.warning)  # one kept-alive client per SAE and worker thread
 
         def key_one(plan):
-            if not hasattr(local, 'clients'):
-                local.clients = {}  # one kept-alive session per SAE and worker thread
-                opened.append(local.clients)
             try:
-                return self._key(plan, options, manifest, local.clients, classical_backend), None
+                return self._key(plan, options, manifest, clients, classical_backend), None
             except PolicyViolation as exc:
                 return None, str(exc)  # it names the link already
             except (KeyDeliveryError, PqcError, LinkKeyingError, LinkKeyStoreError, CombinerError, ValueError,
@@ -372,9 +368,7 @@ class LookupModule(LookupBase):
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 outcomes = list(pool.map(key_one, plans))
         finally:
-            for clients in opened:
-                for client in clients.values():
-                    client.close()
+            clients.close()
         failures = [error for result, error in outcomes if error]
         if failures:
             kept = ('they are stored in key_store, so a re-run reuses them and spends no new key'
@@ -413,12 +407,6 @@ class LookupModule(LookupBase):
         if not manifest or not isinstance(manifest.get('links'), list):
             return None
         return set(frozenset(link.get('kmes', ())) for link in manifest['links'])
-
-    def _client(self, clients, settings):
-        key = tuple(sorted(settings.items()))
-        if key not in clients:
-            clients[key] = open_client(settings, warn=display.warning)
-        return clients[key]
 
     def _rotating(self, link_id):
         rotate = self.get_option('rotate')
@@ -489,7 +477,7 @@ class LookupModule(LookupBase):
             return result
         if plan['dry']:
             return dict(link_id=link['link_id'], master=link['master'], slave=link['slave'], would_key=True, reused=False)
-        master, slave = [self._client(clients, plan[end + '_settings']) for end in ('master', 'slave')]
+        master, slave = [clients.get(plan[end + '_settings']) for end in ('master', 'slave')]
         timings = {}
         link_key, alarms = key_controller_link(
             link, plan['policy'], master, slave, plan['kem_backend'], classical_backend, plan['kem_algorithm'],

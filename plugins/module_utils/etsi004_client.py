@@ -36,28 +36,12 @@ import json
 import re
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import (
-    KEY_ID_SHAPE,
-    KeyDeliveryClient,
-    KeyDeliveryError,
-    checked_key_ids,
-    checked_number_and_size,
-    checked_sae_id,
-    QKDKey,
-)
+    KEY_ID_SHAPE, KeyDeliveryClient, KeyDeliveryError, checked_key_ids, checked_number_and_size, checked_sae_id,
+    QKDKey)
 from ansible_collections.qsafe.keyfabric.plugins.module_utils._etsi004_wire import MAX_LINE_BYTES, WIRES, Lost, Unsent
 from ansible_collections.qsafe.keyfabric.plugins.module_utils._kme_transport import (
-    ANSWER_INVALID,
-    ANSWER_LOST,
-    NOT_SENT,
-    REFUSED,
-    UNAVAILABLE,
-    call_with_retries,
-    check_files,
-    check_timing,
-    kme_text,
-    mtls_context,
-    transport_error,
-)
+    ANSWER_INVALID, ANSWER_LOST, NOT_SENT, REFUSED, UNAVAILABLE, call_with_retries, check_files, check_timing,
+    kme_text, mtls_context, transport_error)
 
 URI_SCHEME = 'qkd://'
 METADATA_SIZE = 1024

@@ -54,32 +54,12 @@ else:
     REQUESTS_IMPORT_ERROR = False
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import (
-    KEY_ID_SHAPE,
-    KeyDeliveryClient,
-    KeyDeliveryError,
-    checked_key_ids,
-    checked_number_and_size,
-    checked_sae_id,
-    LINK_STATUS_FIELDS,
-    LINK_STATUS_INT_FIELDS,
-    QKDKey,
-)
+    KEY_ID_SHAPE, KeyDeliveryClient, KeyDeliveryError, checked_key_ids, checked_number_and_size, checked_sae_id,
+    LINK_STATUS_FIELDS, LINK_STATUS_INT_FIELDS, QKDKey)
 from ansible_collections.qsafe.keyfabric.plugins.module_utils._kme_transport import (
-    ANSWER_INVALID,
-    ANSWER_LOST,
-    NOT_SENT,
-    REFUSED,
-    UNAVAILABLE,
-    call_with_retries,
-    check_files,
-    check_timing,
-    deadline_context,
-    describe_tls_error as _describe_tls_error,
-    exception_name as _exception_name,
-    kme_text,
-    sanitised_details,
-    transport_error,
-)
+    ANSWER_INVALID, ANSWER_LOST, NOT_SENT, REFUSED, UNAVAILABLE, call_with_retries, check_files, check_timing,
+    deadline_context, describe_tls_error as _describe_tls_error, exception_name as _exception_name, kme_text,
+    sanitised_details, transport_error)
 
 API_PREFIX = '/api/v1/keys/'
 

@@ -28,6 +28,7 @@ import os
 import re
 import time
 
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._errors import KeyfabricError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import write_secret_file
 
 LINK_KEY_FORMAT = 'qsafe-keyfabric-link-key/1'
@@ -36,7 +37,7 @@ MATCH_FIELDS = ('link_id', 'master_id', 'slave_id', 'policy', 'kem_algorithm', '
 _LINK_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 
 
-class LinkKeyStoreError(Exception):
+class LinkKeyStoreError(KeyfabricError):
     """A key file cannot be used; the message names it and never holds key bytes."""
 
 

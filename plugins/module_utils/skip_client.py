@@ -50,28 +50,10 @@ except ImportError:  # pragma: no cover - reported through KeyDeliveryError(kind
     SSLPSKContext = None
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import (
-    KeyDeliveryClient,
-    KeyDeliveryError,
-    checked_key_ids,
-    checked_number_and_size,
-    QKDKey,
-)
+    KeyDeliveryClient, KeyDeliveryError, checked_key_ids, checked_number_and_size, QKDKey)
 from ansible_collections.qsafe.keyfabric.plugins.module_utils._kme_transport import (
-    ANSWER_INVALID,
-    ANSWER_LOST,
-    NOT_SENT,
-    REFUSED,
-    UNAVAILABLE,
-    call_with_retries,
-    check_files,
-    check_timing,
-    connect_timeout,
-    deadline_context,
-    exception_name,
-    kme_text,
-    mtls_context,
-    transport_error,
-)
+    ANSWER_INVALID, ANSWER_LOST, NOT_SENT, REFUSED, UNAVAILABLE, call_with_retries, check_files, check_timing,
+    connect_timeout, deadline_context, exception_name, kme_text, mtls_context, transport_error)
 
 AUTH_MODES = ('psk', 'mtls')
 # TLS 1.2 PSK suites as IOS-XE's crypto skip-client offers them (AES-256 with SHA-384), DHE first.
