@@ -86,7 +86,7 @@ class JsonLineWire:
         if not answer.endswith(b'\n'):
             self.close()
             raise Lost('protocol' if answer else 'timeout', 'the KME closed the connection before its answer '
-                        'was complete' if not answer or len(answer) <= MAX_LINE_BYTES else 'the answer is too long')
+                       'was complete' if not answer or len(answer) <= MAX_LINE_BYTES else 'the answer is too long')
         try:
             document = json.loads(answer)
         except ValueError:
