@@ -89,6 +89,7 @@ class Etsi004Client(KeyDeliveryClient):
         self.qos = dict(qos or {})
         self._warn = warn or (lambda message: None)
         self._sleep = None   # time.sleep; tests put a recorder here
+        self._answer_lost = False   # the last exchange lost its answer (deadline passed, connection broke)
         self._wire = WIRES[wire](match.group('host').strip('[]'), int(match.group('port')), context, timeout)
 
     # -- the contract -------------------------------------------------------------------
@@ -205,7 +206,14 @@ class Etsi004Client(KeyDeliveryClient):
         raise self._error('GET_KEY', 'internal', 'metadata retry loop ended')  # pragma: no cover
 
     def _close(self, ksid):
-        """CLOSE, best effort: a stream that cannot be closed expires on its TTL and holds no key of ours."""
+        """CLOSE, best effort: a stream that cannot be closed expires on its TTL and holds no key of ours.
+
+        Not sent when the last answer was lost: a KME that did not answer in time would hold the task for
+        another ``timeout``."""
+        if self._answer_lost:
+            self._warn('ETSI 004 stream %s at %s is not closed: the KME\'s last answer was lost (the stream expires '
+                       'on its TTL)' % (ksid, self.kme_url))
+            return
         try:
             self._call('CLOSE', dict(key_stream_ID=ksid), consumes_key=False, retries=0)
         except KeyDeliveryError as exc:
@@ -225,8 +233,10 @@ class Etsi004Client(KeyDeliveryClient):
                 raise self._error(command, exc.kind, exc.message, REFUSED if exc.kind == 'tls' else NOT_SENT,
                                   consumes_key)
             except Lost as exc:
+                self._answer_lost = exc.kind == 'timeout'
                 raise self._error(command, exc.kind, exc.message,
                                   ANSWER_LOST if exc.kind == 'timeout' else ANSWER_INVALID, consumes_key)
+            self._answer_lost = False
             if 'error' in answer:
                 kind = answer.get('error') if answer.get('error') in ('bad_request', 'unauthorized') else 'protocol'
                 raise self._error(command, kind, 'refused: %s' % kme_text(answer.get('message')))

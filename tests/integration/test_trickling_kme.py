@@ -23,8 +23,8 @@ SLAVE = 'SAE-B'
 def trickling_kme(tmp_path):
     servers = []
 
-    def start(interface):
-        servers.append(TricklingKME(tmp_path, interface))
+    def start(interface, **options):
+        servers.append(TricklingKME(tmp_path, interface, **options))
         return servers[-1]
     yield start
     for server in servers:
@@ -102,3 +102,21 @@ def test_a_quick_answer_still_works_over_the_deadline_bound_sockets(trickling_km
     with _client(server) as client:
         status = client.status(SLAVE)
     assert status['key_size'] == 256 and server.count('OPEN_CONNECT') == 1 and server.count('CLOSE') == 1
+
+
+@pytest.mark.parametrize('interface', ['etsi004', 'etsi004-binary'])
+def test_after_a_lost_get_key_answer_the_004_client_does_not_wait_on_close(trickling_kme, interface):
+    """A KME that trickles every answer after OPEN_CONNECT: CLOSE is not sent after the lost GET_KEY answer
+    (the stream expires on its TTL), so the task still ends within timeout + 1 s."""
+    server = trickling_kme(interface, trickle_close=True)
+    warnings = []
+    client = _client(server)
+    client._warn = warnings.append
+    started = time.monotonic()
+    with pytest.raises(KeyDeliveryError) as err:
+        client.get_new_keys(SLAVE, 1, 256)
+    elapsed = time.monotonic() - started
+    client.close()
+    assert elapsed < TIMEOUT + 1.0 and err.value.consumed, (elapsed, err.value.message)
+    assert server.count('GET_KEY') == 1 and server.count('CLOSE') == 0, server.requests
+    assert any('is not closed' in warning for warning in warnings), warnings

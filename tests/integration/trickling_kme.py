@@ -28,10 +28,11 @@ PSK = bytes(range(32))  # a test PSK, not a key
 class TricklingKME(object):
     """Serve ``interface`` ('etsi014', 'etsi004', 'etsi004-binary', 'skip-psk', 'skip-mtls') until stop()."""
 
-    def __init__(self, directory, interface, interval=0.05):
+    def __init__(self, directory, interface, interval=0.05, trickle_close=False):
         self.paths = _write_pki(directory)
         self.interface = interface
         self.interval = interval
+        self.trickle_close = trickle_close   # ETSI 004: trickle the answer to CLOSE too
         self.requests = {}
         self._lock = threading.Lock()
         self._context = self._server_context()
@@ -142,6 +143,9 @@ class TricklingKME(object):
         self._send(conn, answer, trickle=kind in ('status', 'enc_keys', 'dec_keys', 'key'))
         return True
 
+    def _trickles(self, command):
+        return command == 'GET_KEY' or command == 'CLOSE' and self.trickle_close
+
     # -- ETSI 004, JSON dialect ---------------------------------------------------------------
 
     def _json_lines(self, conn, reader):
@@ -163,7 +167,7 @@ class TricklingKME(object):
                                'metadata': json.dumps({'key_ID': str(uuid.uuid4())})}}
         else:
             answer = {'command': command, 'status': 0, 'data': {}}
-        self._send(conn, json.dumps(answer).encode() + b'\n', trickle=command == 'GET_KEY')
+        self._send(conn, json.dumps(answer).encode() + b'\n', trickle=self._trickles(command))
         return True
 
     # -- ETSI 004, binary framing ---------------------------------------------------------------
@@ -190,7 +194,7 @@ class TricklingKME(object):
             body = status + struct.pack('!II', index, len(key)) + key + struct.pack('!I', len(metadata)) + metadata
         else:
             body = status
-        self._send(conn, self.HEADER.pack(1, 0, 1, service + 1, len(body)) + body, trickle=command == 'GET_KEY')
+        self._send(conn, self.HEADER.pack(1, 0, 1, service + 1, len(body)) + body, trickle=self._trickles(command))
         return True
 
     def stop(self):
