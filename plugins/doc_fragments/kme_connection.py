@@ -98,20 +98,30 @@ options:
     type: path
   timeout:
     description:
-      - Seconds to wait for the KME to connect and to answer each request.
+      - The most seconds one request to the KME may take in all - connecting, the TLS
+        handshake, sending the request and receiving the whole answer. A KME that sends its
+        answer slowly (even one byte at a time) fails the request after I(timeout) seconds.
+      - Each attempt (see I(retries)) has its own I(timeout). For I(interface=etsi004) a
+        C(GET_KEY) may also take the QoS C(timeout) the KME granted for the stream.
     type: float
     default: 10.0
   retries:
     description:
-      - How many times a failed request is retried, with exponential backoff.
+      - How many times a failed request is retried, with exponential backoff (see
+        I(retry_backoff)) and a warning per retry.
       - Only requests that cannot have consumed key material are retried (connection not
         made, or the KME answered 503). A key request whose answer was lost is never
         repeated, so no key is ever consumed twice; the task fails and says so.
+      - A request takes at most (I(retries) + 1) x I(timeout) plus the retry sleeps
+        (see I(retry_backoff)).
     type: int
     default: 3
   retry_backoff:
     description:
-      - Delay before the first retry, in seconds; it doubles for each further retry.
+      - Delay before the first retry, in seconds; it doubles for each further retry, up to
+        at most 30 seconds per sleep.
+      - So the sleeps of one request add up to at most I(retries) x 30 seconds (with the
+        defaults 0.5 + 1 + 2 = 3.5 seconds; with I(retries=20), 451.5 seconds).
     type: float
     default: 0.5
 requirements:

@@ -270,7 +270,6 @@ _raw:
 '''
 
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -282,9 +281,9 @@ from ansible.utils.display import Display
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.hybrid_combiner import CombinerError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import (
+    ClientPool,
     ConnectionOptions,
     load_endpoints,
-    open_client,
     resolve_connection,
 )
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_keying import (
@@ -367,14 +366,11 @@ class LookupModule(LookupBase):
         if problems:
             raise AnsibleLookupError('no link was keyed: ' + '; '.join(problems))
 
-        local, opened = threading.local(), []
+        clients = ClientPool(warn=display.warning)  # one kept-alive client per SAE and worker thread
 
         def key_one(plan):
-            if not hasattr(local, 'clients'):
-                local.clients = {}  # one kept-alive session per SAE and worker thread
-                opened.append(local.clients)
             try:
-                return self._key(plan, options, manifest, local.clients, classical_backend), None
+                return self._key(plan, options, manifest, clients, classical_backend), None
             except PolicyViolation as exc:
                 return None, str(exc)  # it names the link already
             except (KeyDeliveryError, PqcError, LinkKeyingError, LinkKeyStoreError, CombinerError, ValueError,
@@ -386,9 +382,7 @@ class LookupModule(LookupBase):
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 outcomes = list(pool.map(key_one, plans))
         finally:
-            for clients in opened:
-                for client in clients.values():
-                    client.close()
+            clients.close()
         failures = [error for result, error in outcomes if error]
         if failures:
             kept = ('they are stored in key_store, so a re-run reuses them and spends no new key'
@@ -429,12 +423,6 @@ class LookupModule(LookupBase):
         if not manifest or not isinstance(manifest.get('links'), list):
             return None
         return set(frozenset(link.get('kmes', ())) for link in manifest['links'])
-
-    def _client(self, clients, settings):
-        key = tuple(sorted(settings.items()))
-        if key not in clients:
-            clients[key] = open_client(settings, warn=display.warning)
-        return clients[key]
 
     def _rotating(self, link_id):
         rotate = self.get_option('rotate')
@@ -494,7 +482,7 @@ class LookupModule(LookupBase):
 
         def make_record():
             self._resolve(plan, options, manifest)
-            master, slave = [self._client(clients, plan[end + '_settings']) for end in ('master', 'slave')]
+            master, slave = [clients.get(plan[end + '_settings']) for end in ('master', 'slave')]
             link_key, alarms = key_controller_link(
                 link, plan['policy'], master, slave, plan['kem_backend'], classical_backend, plan['kem_algorithm'],
                 qkd_key_size=self.get_option('qkd_key_size'), hash_algorithm=self.get_option('hash_algorithm'),

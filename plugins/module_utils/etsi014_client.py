@@ -5,8 +5,9 @@
 
 Retries and the "never consume a key twice" rule
 ------------------------------------------------
-A request is retried (with exponential backoff, and a warning per retry) only when it is
-certain that the KME handed out no key for it:
+The transport core (_kme_transport) bounds each request by ``timeout`` and holds the retry table;
+this client tells it how a request failed. A request is retried (capped exponential backoff, a
+warning per retry) only when it is certain that the KME handed out no key for it:
 
 * the connection could not be made (refused, connect timeout, or reset before or during the TLS
   handshake: urllib3 writes the request only once the handshake is done),
@@ -33,10 +34,6 @@ __metaclass__ = type
 import base64
 import binascii
 import json
-import os
-import re
-import ssl
-import time
 
 try:
     from urllib.parse import quote
@@ -46,8 +43,10 @@ except ImportError:  # pragma: no cover - Python 2 is not supported, kept for sa
 try:
     import requests
     import requests.exceptions
+    import requests.adapters
     import urllib3.connection
     import urllib3.exceptions
+    import urllib3.util.ssl_
 except ImportError:  # pragma: no cover - reported by the caller through missing_required_lib
     requests = None
     REQUESTS_IMPORT_ERROR = True
@@ -55,66 +54,23 @@ else:
     REQUESTS_IMPORT_ERROR = False
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import (
-    KeyDeliveryClient,
-    KeyDeliveryError,
-    checked_key_ids,
-    LINK_STATUS_FIELDS,
-    LINK_STATUS_INT_FIELDS,
-    QKDKey,
-)
+    KEY_ID_SHAPE, KeyDeliveryClient, KeyDeliveryError, checked_key_ids, checked_number_and_size, checked_sae_id,
+    LINK_STATUS_FIELDS, LINK_STATUS_INT_FIELDS, QKDKey)
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._kme_transport import (
+    ANSWER_INVALID, ANSWER_LOST, NOT_SENT, REFUSED, UNAVAILABLE, call_with_retries, check_files, check_timing,
+    deadline_context, describe_tls_error as _describe_tls_error, exception_name as _exception_name, kme_text,
+    sanitised_details, transport_error)
 
 API_PREFIX = '/api/v1/keys/'
 
-# What each operation may be retried after, beyond "not connected" and 503.
-_READ_RETRY_SAFE = {'status': True, 'enc_keys': False, 'dec_keys': False}
-
-
-def _describe_tls_error(exc, client_cert, ca_cert):
-    """Turn an SSL failure into a sentence that names the certificate at fault.
-
-    Only the ssl module's own error text is quoted (OpenSSL reason strings); any other
-    exception is named by its class, as its text could come from the peer."""
-    text = str(exc) if isinstance(exc, ssl.SSLError) else _exception_name(exc)
-    upper = text.upper()
-    if 'CERTIFICATE_VERIFY_FAILED' in upper:
-        return ("TLS handshake failed: the KME's server certificate does not verify against "
-                "ca_cert %s (CA mismatch, wrong host name, or expired server certificate): %s"
-                % (ca_cert, _short(text)))
-    if 'ALERT' in upper or 'CERTIFICATE REQUIRED' in upper:
-        return ("TLS handshake failed: the KME rejected the client certificate %s (expired, "
-                "revoked, or not issued by a CA the KME trusts): %s" % (client_cert, _short(text)))
-    if 'EOF' in upper or 'RESET' in upper:
-        return ("TLS handshake failed: the KME closed the connection, most likely because it "
-                "rejected the client certificate %s (expired, revoked, or not issued by a CA the "
-                "KME trusts): %s" % (client_cert, _short(text)))
-    if 'PEM' in upper or 'KEY_VALUES_MISMATCH' in upper or 'NO SUCH FILE' in upper:
-        return ("cannot load the client certificate %s and its key: %s"
-                % (client_cert, _short(text)))
-    return 'TLS failure: %s' % _short(text)
-
-
-def _exception_name(exc):
-    """Name an exception without its text: the text of protocol errors can hold what the peer
-    sent (http.client's BadStatusLine carries the line received), which may be key material."""
-    name = exc.__class__.__name__
-    errno = getattr(exc, 'errno', None)
-    if isinstance(errno, int):
-        return '%s, errno %d: %s' % (name, errno, getattr(exc, 'strerror', None) or '')
-    return name
-
-
-# ETSI GS QKD 014 key_IDs are UUIDs. Only UUIDs are echoed in messages: anything else a KME puts
-# there could be key material (a KME that swapped key and key_ID).
-_KEY_ID_SHAPE = re.compile(r'^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$')
+# The operations that hand out key material (the retry table treats them apart).
+_CONSUMES_KEY = {'status': False, 'enc_keys': True, 'dec_keys': True}
 
 
 def _key_id_text(key_id):
-    return key_id if isinstance(key_id, str) and _KEY_ID_SHAPE.match(key_id) else '(not a UUID)'
-
-
-def _short(text, limit=300):
-    text = ' '.join(str(text).split())
-    return text if len(text) <= limit else text[:limit] + '...'
+    """Only UUIDs are echoed in messages: anything else a KME puts there could be key material (a KME that
+    swapped key and key_ID)."""
+    return key_id if isinstance(key_id, str) and KEY_ID_SHAPE.match(key_id) else '(not a UUID)'
 
 
 def _root_cause(exc):
@@ -194,6 +150,15 @@ def _may_have_been_sent(exc):
     return True
 
 
+if requests is not None:
+    class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+        """An HTTPAdapter whose TLS sockets obey the request deadline of the transport core."""
+
+        def init_poolmanager(self, *args, **kwargs):
+            kwargs['ssl_context'] = deadline_context(urllib3.util.ssl_.create_urllib3_context())
+            super(_DeadlineAdapter, self).init_poolmanager(*args, **kwargs)
+
+
 def _connection_failure(exc):
     """The exception that names why a connection failed: the innermost OSError that is not a requests wrapper."""
     for link in reversed(_exception_chain(exc)):
@@ -214,17 +179,9 @@ class Etsi014Client(KeyDeliveryClient):
                                    kind='config')
         if not kme_url or not kme_url.startswith('https://'):
             raise KeyDeliveryError('kme_url must be an https:// URL, got %r' % (kme_url,), kind='config')
-        for option, path in (('client_cert', client_cert), ('client_key', client_key), ('ca_cert', ca_cert)):
-            if not path:
-                raise KeyDeliveryError('%s is required for ETSI GS QKD 014 (mutual TLS)' % option,
-                                       kind='config')
-            if not os.path.isfile(path):
-                raise KeyDeliveryError('%s %s does not exist or is not a file' % (option, path),
-                                       kind='config')
-        if timeout <= 0:
-            raise KeyDeliveryError('timeout must be positive, got %r' % (timeout,), kind='config')
-        if retries < 0:
-            raise KeyDeliveryError('retries must be 0 or more, got %r' % (retries,), kind='config')
+        check_files('ETSI GS QKD 014 (mutual TLS)',
+                    (('client_cert', client_cert), ('client_key', client_key), ('ca_cert', ca_cert)))
+        check_timing(timeout, retries)
         self.kme_url = kme_url.rstrip('/')
         self.client_cert = client_cert
         self.client_key = client_key
@@ -233,7 +190,9 @@ class Etsi014Client(KeyDeliveryClient):
         self.retries = retries
         self.retry_backoff = retry_backoff
         self._warn = warn or (lambda message: None)
+        self._sleep = None   # time.sleep; tests put a recorder here
         self._session = requests.Session()
+        self._session.mount('https://', _DeadlineAdapter())
         # REQUESTS_CA_BUNDLE and friends would otherwise override the KME CA silently.
         self._session.trust_env = False
         self._session.verify = ca_cert
@@ -257,25 +216,19 @@ class Etsi014Client(KeyDeliveryClient):
 
     def get_new_keys(self, slave_sae_id, number=1, size=None):
         """New keys for ``slave_sae_id``; the caller is the master SAE."""
-        if not isinstance(number, int) or number < 1:
-            raise KeyDeliveryError('number must be a whole number of at least 1, got %r' % (number,),
-                                   kind='bad_request')
-        if size is not None and (not isinstance(size, int) or size <= 0 or size % 8):
-            raise KeyDeliveryError('size must be a positive multiple of 8 bits, got %r' % (size,),
-                                   kind='bad_request')
+        checked_number_and_size(number, size)
         request = {'number': number}
         if size is not None:
             request['size'] = size
         body = self._call('enc_keys', 'POST', _path(slave_sae_id, 'enc_keys'), request)
-        keys = self._parse_key_container('enc_keys', body, consumed=True)
+        keys = self._parse_key_container('enc_keys', body)
         if len(keys) != number:
-            raise self._protocol_error('enc_keys', 'asked for %d keys, got %d' % (number, len(keys)),
-                                       consumed=True)
+            raise self._protocol_error('enc_keys', 'asked for %d keys, got %d' % (number, len(keys)))
         if size is not None:
             wrong = [key.key_id for key in keys if key.size != size]
             if wrong:
                 raise self._protocol_error('enc_keys', 'keys %s are not %d bits long'
-                                           % (', '.join(wrong), size), consumed=True)
+                                           % (', '.join(wrong), size))
         return keys
 
     def get_keys_by_id(self, master_sae_id, key_ids):
@@ -283,12 +236,11 @@ class Etsi014Client(KeyDeliveryClient):
         key_ids = checked_key_ids(key_ids)
         request = {'key_IDs': [{'key_ID': key_id} for key_id in key_ids]}
         body = self._call('dec_keys', 'POST', _path(master_sae_id, 'dec_keys'), request)
-        keys = self._parse_key_container('dec_keys', body, consumed=True)
+        keys = self._parse_key_container('dec_keys', body)
         got = [key.key_id for key in keys]
         if sorted(got) != sorted(key_ids):
             raise self._protocol_error('dec_keys', 'asked for key_IDs %s, got %s'
-                                       % (', '.join(key_ids), ', '.join(_key_id_text(k) for k in got) or 'none'),
-                                       consumed=True)
+                                       % (', '.join(key_ids), ', '.join(_key_id_text(k) for k in got) or 'none'))
         by_id = dict((key.key_id, key) for key in keys)
         return [by_id[key_id] for key_id in key_ids]
 
@@ -299,32 +251,25 @@ class Etsi014Client(KeyDeliveryClient):
 
     def _call(self, operation, method, path, payload=None):
         url = self.kme_url + API_PREFIX + path
-        attempt = 0
-        while True:
+
+        def attempt(final):
             try:
+                # the socket timeouts bound connect and each read; the core's deadline bounds the whole request
                 response = self._session.request(method, url, json=payload, timeout=self.timeout,
                                                  verify=self.ca_cert, allow_redirects=False)
             except requests.exceptions.RequestException as exc:
-                error = self._transport_error(operation, exc)
-            else:
-                if response.status_code == 200:
-                    return self._json(operation, response)
-                error = self._http_error(operation, response)
-            retryable = error.kind == 'unavailable' or not error.consumed and error.kind in ('unreachable', 'timeout')
-            if not retryable or attempt >= self.retries:
-                raise error
-            attempt += 1
-            delay = self.retry_backoff * (2 ** (attempt - 1))
-            self._warn('%s; retry %d of %d in %.1f s' % (error.message, attempt, self.retries, delay))
-            time.sleep(delay)
+                raise self._transport_error(operation, exc)
+            if response.status_code == 200:
+                return self._json(operation, response)
+            raise self._http_error(operation, response)
+        return call_with_retries(attempt, self.timeout, self.retries, self.retry_backoff, self._warn, self._sleep)
 
     def _transport_error(self, operation, exc):
         if _is_ssl_failure(exc) and not isinstance(exc, requests.exceptions.ReadTimeout):
-            return KeyDeliveryError('ETSI 014 %s at %s: %s' % (
+            return transport_error('ETSI 014 %s at %s: %s' % (
                 operation, self.kme_url, _describe_tls_error(_root_cause(exc), self.client_cert, self.ca_cert)),
-                kind='tls')
+                'tls', REFUSED, _CONSUMES_KEY[operation])
         sent = _may_have_been_sent(exc)
-        consumed = sent and not _READ_RETRY_SAFE[operation]
         if isinstance(exc, requests.exceptions.Timeout):
             kind, what = 'timeout', 'the KME did not answer within %s s' % self.timeout
         elif sent:
@@ -335,67 +280,56 @@ class Etsi014Client(KeyDeliveryClient):
                                          % _exception_name(_connection_failure(exc)))
         else:
             kind, what = 'unreachable', 'cannot connect to the KME (%s)' % _exception_name(_root_cause(exc))
-        message = 'ETSI 014 %s at %s: %s' % (operation, self.kme_url, what)
-        if consumed:
-            message += '; ' + _LOST_ANSWER[operation]
-        return KeyDeliveryError(message, kind=kind, consumed=consumed)
+        return transport_error('ETSI 014 %s at %s: %s' % (operation, self.kme_url, what), kind,
+                               ANSWER_LOST if sent else NOT_SENT, _CONSUMES_KEY[operation], _LOST_ANSWER[operation])
 
     def _http_error(self, operation, response):
-        kme_message, details = None, []
         try:
             body = response.json()
         except ValueError:
             body = None
-        if isinstance(body, dict):
-            kme_message = body.get('message')
-            details = body.get('details') or []
-            if not isinstance(details, list):
-                details = [details]
+        kme_message = body.get('message') if isinstance(body, dict) else None
+        details = sanitised_details(body.get('details') if isinstance(body, dict) else None)
         kind = {400: 'bad_request', 401: 'unauthorized', 503: 'unavailable'}.get(response.status_code, 'protocol')
         message = 'ETSI 014 %s at %s refused (HTTP %d): %s' % (
             operation, self.kme_url, response.status_code,
-            _short(kme_message) if isinstance(kme_message, str) else 'no error message in the answer')
+            kme_text(kme_message) if isinstance(kme_message, str) else 'no error message in the answer')
         if details:
-            message += ' (details: %s)' % _short(json.dumps(details, sort_keys=True))
-        return KeyDeliveryError(message, kind=kind, status_code=response.status_code, details=details)
+            message += ' (details: %s)' % kme_text(json.dumps(details, sort_keys=True))
+        return transport_error(message, kind, UNAVAILABLE if kind == 'unavailable' else REFUSED,
+                               _CONSUMES_KEY[operation], status_code=response.status_code, details=details)
 
     def _json(self, operation, response):
         try:
             return response.json()
         except ValueError:
             raise self._protocol_error(operation, 'the answer is not JSON (Content-Type %s, %d bytes)' % (
-                response.headers.get('Content-Type', 'none'), len(response.content)),
-                consumed=operation != 'status')
+                kme_text(response.headers.get('Content-Type', 'none'), 80), len(response.content)))
 
-    def _parse_key_container(self, operation, body, consumed):
+    def _parse_key_container(self, operation, body):
         if not isinstance(body, dict) or not isinstance(body.get('keys'), list):
-            raise self._protocol_error(operation, 'the answer is not a Key container (no "keys" list)',
-                                       consumed=consumed)
+            raise self._protocol_error(operation, 'the answer is not a Key container (no "keys" list)')
         keys = []
         for index, entry in enumerate(body['keys']):
             if not isinstance(entry, dict) or not isinstance(entry.get('key_ID'), str) \
                     or not isinstance(entry.get('key'), str) or not entry['key_ID']:
-                raise self._protocol_error(operation, 'keys[%d] lacks a string key_ID and key' % index,
-                                           consumed=consumed)
-            if not _KEY_ID_SHAPE.match(entry['key_ID']):
-                raise self._protocol_error(operation, 'keys[%d] has a key_ID that is not a UUID' % index,
-                                           consumed=consumed)
+                raise self._protocol_error(operation, 'keys[%d] lacks a string key_ID and key' % index)
+            if not KEY_ID_SHAPE.match(entry['key_ID']):
+                raise self._protocol_error(operation, 'keys[%d] has a key_ID that is not a UUID' % index)
             try:
                 key = base64.b64decode(entry['key'], validate=True)
             except (binascii.Error, ValueError):
                 raise self._protocol_error(operation, 'keys[%d] (key_ID %s) is not valid base64'
-                                           % (index, entry['key_ID']), consumed=consumed)
+                                           % (index, entry['key_ID']))
             if not key:
                 raise self._protocol_error(operation, 'keys[%d] (key_ID %s) is empty'
-                                           % (index, entry['key_ID']), consumed=consumed)
+                                           % (index, entry['key_ID']))
             keys.append(QKDKey(entry['key_ID'], key))
         return keys
 
-    def _protocol_error(self, operation, problem, consumed=False):
-        message = 'ETSI 014 %s at %s: invalid answer: %s' % (operation, self.kme_url, problem)
-        if consumed:
-            message += '; ' + _LOST_ANSWER[operation]
-        return KeyDeliveryError(message, kind='protocol', consumed=consumed)
+    def _protocol_error(self, operation, problem):
+        return transport_error('ETSI 014 %s at %s: invalid answer: %s' % (operation, self.kme_url, problem),
+                               'protocol', ANSWER_INVALID, _CONSUMES_KEY[operation], _LOST_ANSWER[operation])
 
 
 _LOST_ANSWER = {
@@ -408,7 +342,4 @@ _LOST_ANSWER = {
 
 
 def _path(sae_id, endpoint):
-    if not isinstance(sae_id, str) or not sae_id or '/' in sae_id:
-        raise KeyDeliveryError('SAE ID must be a non-empty string without "/", got %r' % (sae_id,),
-                               kind='bad_request')
-    return quote(sae_id, safe='') + '/' + endpoint
+    return quote(checked_sae_id(sae_id), safe='') + '/' + endpoint

@@ -39,6 +39,7 @@ import hashlib
 import hmac
 import struct
 
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._errors import KeyfabricError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import key_check_value
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_policy import SOURCES, LinkPolicy
 
@@ -51,7 +52,7 @@ MIN_LINK_KEY_BYTES = 32     # RFC 8784 PPKs (and strongSwan's) need at least 256
 MIN_SECRET_BYTES = 16       # a contribution below 128 bits adds no real strength
 
 
-class CombinerError(ValueError):
+class CombinerError(KeyfabricError, ValueError):
     """The inputs of a key derivation are not valid. The message never holds key bytes."""
 
 

@@ -19,8 +19,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
 
-class KeyDeliveryError(Exception):
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._errors import KeyfabricError
+
+
+class KeyDeliveryError(KeyfabricError):
     """A key-delivery operation failed.
 
     kind: one of KINDS below.
@@ -28,6 +32,8 @@ class KeyDeliveryError(Exception):
       did not get them (for example the answer of a new-key request was lost). The message
       then says so, because those keys are gone for good.
     status_code: the HTTP status (or interface status code) when the KME answered.
+    retryable: True when the request may be sent again (the transport core's retry table
+      decided that nothing can have been handed out).
     """
 
     KINDS = (
@@ -42,12 +48,12 @@ class KeyDeliveryError(Exception):
         'internal',       # a failure of this client itself
     )
 
-    def __init__(self, message, kind='internal', consumed=False, status_code=None, details=None):
+    def __init__(self, message, kind='internal', consumed=False, status_code=None, details=None, retryable=False):
         super(KeyDeliveryError, self).__init__(message)
         if kind not in self.KINDS:
             raise ValueError('unknown KeyDeliveryError kind %r' % (kind,))
-        self.message = message
         self.kind = kind
+        self.retryable = retryable
         self.consumed = consumed
         self.status_code = status_code
         self.details = details or []
@@ -96,6 +102,25 @@ LINK_STATUS_FIELDS = (
     'max_SAE_ID_count',
 )
 LINK_STATUS_INT_FIELDS = LINK_STATUS_FIELDS[4:]
+
+
+# ETSI GS QKD 014 and 004 key_IDs are UUIDs.
+KEY_ID_SHAPE = re.compile(r'^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$')
+
+
+def checked_number_and_size(number, size):
+    """Check the ``number`` and ``size`` (bits) of a new-key request before any request is sent."""
+    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+        raise KeyDeliveryError('number must be a whole number of at least 1, got %r' % (number,), kind='bad_request')
+    if size is not None and (not isinstance(size, int) or size <= 0 or size % 8):
+        raise KeyDeliveryError('size must be a positive multiple of 8 bits, got %r' % (size,), kind='bad_request')
+
+
+def checked_sae_id(sae_id):
+    """``sae_id`` when it can name a peer in a request: a non-empty string without "/"."""
+    if not isinstance(sae_id, str) or not sae_id or '/' in sae_id:
+        raise KeyDeliveryError('SAE ID must be a non-empty string without "/", got %r' % (sae_id,), kind='bad_request')
+    return sae_id
 
 
 def checked_key_ids(key_ids):

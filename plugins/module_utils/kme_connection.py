@@ -9,7 +9,7 @@ Modules and lookups name the same connection options (documented once in the
 already merged direct options, variables, environment and ansible.cfg). ``resolve_connection``
 fills what is missing from an endpoints manifest (the simulator's ``endpoints.json`` has this
 format) and checks the result; ``open_client`` returns the key-delivery client for the
-interface.
+interface; ``ClientPool`` keeps open clients for callers that key many links (the lookup).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,6 +18,7 @@ __metaclass__ = type
 
 import json
 import os
+import threading
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.etsi004_client import Etsi004Client
@@ -233,6 +234,53 @@ def open_client(settings, warn=None):
                              settings['ca_cert'], timeout=settings['timeout'], retries=settings['retries'],
                              retry_backoff=settings['retry_backoff'], warn=warn)
     raise KeyDeliveryError('interface %s has no client' % settings['interface'], kind='config')
+
+
+class ClientPool:
+    """Open key-delivery clients, kept by settings, safe to use from several threads.
+
+    A client holds one kept-alive connection and serves one request at a time, so each thread gets
+    its own client per settings (the lookup's worker threads key links in parallel); a thread that
+    asks again for the same settings gets the same client back, connection still open. ``close()``
+    closes them all; the pool can be used as a context manager.
+    """
+
+    def __init__(self, warn=None, opener=None):
+        self._warn = warn
+        self._open = opener or open_client
+        self._lock = threading.Lock()
+        self._clients = {}
+        self._closed = False
+
+    def get(self, settings):
+        """The client of this thread for resolved ``settings`` (see resolve_connection), opened on first use."""
+        key = (threading.current_thread().ident, tuple(sorted(settings.items())))
+        with self._lock:
+            if self._closed:
+                raise KeyDeliveryError('the KME client pool is closed', kind='internal')
+            client = self._clients.get(key)
+        if client is None:
+            client = self._open(settings, warn=self._warn)  # outside the lock: reads certificate and PSK files
+            with self._lock:
+                self._clients[key] = client  # only this thread uses this key
+        return client
+
+    def __len__(self):
+        with self._lock:
+            return len(self._clients)
+
+    def close(self):
+        """Close every client (their connections); the pool cannot be used afterwards."""
+        with self._lock:
+            clients, self._clients, self._closed = list(self._clients.values()), {}, True
+        for client in clients:
+            client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
 def module_client(module):

@@ -46,6 +46,7 @@ import re
 import time
 from contextlib import contextmanager
 
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._errors import KeyfabricError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import key_check_value, write_secret_file
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_policy import LinkPolicy
 
@@ -64,7 +65,7 @@ STORE_VARIABLES = dict(policy='qsafe_policy', kem_algorithm='qsafe_kem_algorithm
                        key_length='qsafe_key_length', previous_key_lifetime='qsafe_previous_key_lifetime')
 
 
-class LinkKeyStoreError(Exception):
+class LinkKeyStoreError(KeyfabricError):
     """A key file cannot be used; the message names it and never holds key bytes."""
 
 

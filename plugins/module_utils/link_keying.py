@@ -20,6 +20,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._errors import KeyfabricError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
 import hmac
 import time
@@ -39,7 +40,7 @@ CLASSICAL_ALGORITHM = 'X25519'
 TIMING_PHASES = ('qkd_master', 'qkd_slave', 'pqc', 'classical', 'mix', 'total')
 
 
-class LinkKeyingError(Exception):
+class LinkKeyingError(KeyfabricError):
     """Keying a link failed; the message names the link and the cause (never key bytes)."""
 
 

@@ -19,6 +19,8 @@ __metaclass__ = type
 import ipaddress
 import itertools
 
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._errors import KeyfabricError
+
 PLATFORMS = ('ios_xe', 'junos', 'linux')
 # Key-delivery interfaces a site may fetch its QKD keys with (qsafe_site_key_interface; kme_connection.INTERFACES).
 KEY_INTERFACES = ('etsi014', 'etsi004', 'skip')
@@ -41,7 +43,7 @@ def carries(link, kind):
     return kind in link['type'].split('+')
 
 
-class MeshInventoryError(ValueError):
+class MeshInventoryError(KeyfabricError, ValueError):
     """The inventory does not describe a valid mesh; the message names the site and the field."""
 
 

@@ -58,6 +58,8 @@ import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._errors import KeyfabricError
+
 try:
     import cryptography
     from cryptography.exceptions import UnsupportedAlgorithm
@@ -92,7 +94,7 @@ _CRYPTOGRAPHY_SIZES = {
 _ML_KEM_SEED_SIZE = 64
 
 
-class PqcError(Exception):
+class PqcError(KeyfabricError):
     """A KEM operation or backend choice failed.
 
     kind: 'unsupported' (the backend lacks the algorithm), 'missing_backend' (a library is not

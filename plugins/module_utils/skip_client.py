@@ -22,9 +22,10 @@ Key IDs: a 32-hex-digit keyId (128 bits) is reported in UUID form, and a UUID is
 digits, so a link whose two ends use different interfaces (ETSI 014 at one, SKIP at the other) names its
 key the same way at both ends.
 
-Retries follow etsi014_client: only when the KME surely handed out nothing (connection not made,
-or HTTP 503); a key request whose answer may have been lost is never repeated, and the error
-says ``consumed``. Python 3.11's ssl has no PSK callbacks: sslpsk3 adds them.
+Deadline, retries and the retry table come from the transport core (_kme_transport), as for the
+other clients: a retry only when the KME surely handed out nothing (connection not made, or HTTP
+503); a key request whose answer may have been lost is never repeated, and the error says
+``consumed``. Python 3.11's ssl has no PSK callbacks: sslpsk3 adds them.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -32,7 +33,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
-import os
 import re
 import socket
 import ssl
@@ -50,11 +50,10 @@ except ImportError:  # pragma: no cover - reported through KeyDeliveryError(kind
     SSLPSKContext = None
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import (
-    KeyDeliveryClient,
-    KeyDeliveryError,
-    checked_key_ids,
-    QKDKey,
-)
+    KeyDeliveryClient, KeyDeliveryError, checked_key_ids, checked_number_and_size, QKDKey)
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._kme_transport import (
+    ANSWER_INVALID, ANSWER_LOST, NOT_SENT, REFUSED, UNAVAILABLE, call_with_retries, check_files, check_timing,
+    connect_timeout, deadline_context, exception_name, kme_text, mtls_context, transport_error)
 
 AUTH_MODES = ('psk', 'mtls')
 # TLS 1.2 PSK suites as IOS-XE's crypto skip-client offers them (AES-256 with SHA-384), DHE first.
@@ -67,7 +66,7 @@ MIN_PSK_BYTES = 16
 _HEX = re.compile(r'^(?:[0-9A-Fa-f]{2})+$')
 _UUID = re.compile(r'^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$')
 _SAFE_TEXT = re.compile(r'^[A-Za-z0-9_.:/-]{1,128}$')
-_READ_ONLY = ('capabilities', 'entropy')
+_CONSUMES_KEY = {'capabilities': False, 'entropy': False, 'key': True, 'key by ID': True}
 _LOST_ANSWER = {
     'key': ('the KME may have issued a key for the remote system in the lost answer; it was not '
             'requested again, so no key is consumed twice. Request a new key.'),
@@ -119,11 +118,6 @@ def _text(value):
     return '(a %s that is not shown)' % type(value).__name__
 
 
-def _short(text, limit=300):
-    text = ' '.join(str(text).split())
-    return text if len(text) <= limit else text[:limit] + '...'
-
-
 class SkipClient(KeyDeliveryClient):
     """One SAE talking to one KME over Cisco SKIP, with one kept-alive TLS connection."""
 
@@ -138,10 +132,7 @@ class SkipClient(KeyDeliveryClient):
         if auth not in AUTH_MODES:
             raise KeyDeliveryError('skip_auth must be one of %s, got %r' % (', '.join(AUTH_MODES), auth),
                                    kind='config')
-        if timeout <= 0:
-            raise KeyDeliveryError('timeout must be positive, got %r' % (timeout,), kind='config')
-        if retries < 0:
-            raise KeyDeliveryError('retries must be 0 or more, got %r' % (retries,), kind='config')
+        check_timing(timeout, retries)
         self.kme_url = '%s://%s' % (parts.scheme, parts.netloc)
         self.host, self.port = parts.hostname, parts.port or 443
         self.auth = auth
@@ -152,6 +143,7 @@ class SkipClient(KeyDeliveryClient):
         self.retries = retries
         self.retry_backoff = retry_backoff
         self._warn = warn or (lambda message: None)
+        self._sleep = None   # time.sleep; tests put a recorder here
         self._context = self._tls_context(psk, client_cert, client_key, ca_cert)
         self._connection = None
         self._last_used = 0.0
@@ -159,18 +151,9 @@ class SkipClient(KeyDeliveryClient):
 
     def _tls_context(self, psk, client_cert, client_key, ca_cert):
         if self.auth == 'mtls':
-            for option, path in (('client_cert', client_cert), ('client_key', client_key), ('ca_cert', ca_cert)):
-                if not path or not os.path.isfile(path):
-                    raise KeyDeliveryError('%s %s does not exist or is not a file (SKIP with mutual TLS needs '
-                                           'client_cert, client_key and ca_cert)' % (option, path), kind='config')
-            context = ssl.create_default_context(cafile=ca_cert)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            try:
-                context.load_cert_chain(client_cert, client_key)
-            except (ssl.SSLError, OSError) as exc:
-                raise KeyDeliveryError('cannot load the client certificate %s and its key: %s'
-                                       % (client_cert, _short(exc)), kind='config')
-            return context
+            check_files('SKIP with mutual TLS (it needs client_cert, client_key and ca_cert)',
+                        (('client_cert', client_cert), ('client_key', client_key), ('ca_cert', ca_cert)))
+            return mtls_context(client_cert, client_key, ca_cert)
         if SSLPSKContext is None:
             raise KeyDeliveryError('SKIP with TLS-PSK needs the Python library sslpsk3 (Python 3.11 ssl has no '
                                    'PSK callbacks): pip install sslpsk3', kind='config')
@@ -186,7 +169,7 @@ class SkipClient(KeyDeliveryClient):
         context.set_ciphers(PSK_CIPHERS)
         identity = self.psk_identity
         context.set_psk_client_callback(lambda hint: (identity, psk))
-        return context
+        return deadline_context(context)
 
     # -- the contract -------------------------------------------------------------------
 
@@ -226,11 +209,7 @@ class SkipClient(KeyDeliveryClient):
 
     def get_new_keys(self, slave_sae_id, number=1, size=None):
         """``number`` new keys for the slave's system, one request each (SKIP returns one key per call)."""
-        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
-            raise KeyDeliveryError('number must be a whole number of at least 1, got %r' % (number,),
-                                   kind='bad_request')
-        if size is not None and (not isinstance(size, int) or size <= 0 or size % 8):
-            raise KeyDeliveryError('size must be a positive multiple of 8 bits, got %r' % (size,), kind='bad_request')
+        checked_number_and_size(number, size)
         query = 'remoteSystemID=%s' % quote(self.system_id(slave_sae_id), safe='')
         if size is not None:
             query += '&size=%d' % size
@@ -256,7 +235,7 @@ class SkipClient(KeyDeliveryClient):
             try:
                 key = self._key('key by ID', '/key/%s?remoteSystemID=%s' % (wanted, remote), None)
                 if skip_key_id(key.key_id).lower() != wanted.lower():
-                    raise self._protocol_error('key by ID', 'asked for keyId %s, got another' % wanted, consumed=True)
+                    raise self._protocol_error('key by ID', 'asked for keyId %s, got another' % wanted)
             except KeyDeliveryError as exc:
                 message = 'key ID %s: %s' % (key_id, exc.message)
                 if keys:
@@ -286,97 +265,76 @@ class SkipClient(KeyDeliveryClient):
     def _key(self, operation, path, size):
         body = self._call(operation, path)
         if not isinstance(body, dict) or not isinstance(body.get('keyId'), str) or not isinstance(body.get('key'), str):
-            raise self._protocol_error(operation, 'the answer lacks a string keyId and key', consumed=True)
+            raise self._protocol_error(operation, 'the answer lacks a string keyId and key')
         if not _HEX.match(body['keyId']):
-            raise self._protocol_error(operation, 'keyId is not hex', consumed=True)
+            raise self._protocol_error(operation, 'keyId is not hex')
         if not _HEX.match(body['key']):
-            raise self._protocol_error(operation, 'the key of keyId %s is not hex' % body['keyId'], consumed=True)
+            raise self._protocol_error(operation, 'the key of keyId %s is not hex' % _text(body['keyId']))
         key = QKDKey(contract_key_id(body['keyId'].lower()), bytes.fromhex(body['key']))
         if size is not None and key.size != size:
-            raise self._protocol_error(operation, 'key %s is %d bits long, not %d' % (key.key_id, key.size, size),
-                                       consumed=True)
+            raise self._protocol_error(operation, 'key %s is %d bits long, not %d' % (key.key_id, key.size, size))
         return key
 
     def _call(self, operation, path):
-        attempt = 0
-        while True:
-            try:
-                status, body = self._request(operation, path)
-            except KeyDeliveryError as exc:
-                error = exc
-            else:
-                if status == 200:
-                    return body
-                error = self._http_error(operation, status, body)
-            retryable = error.kind == 'unavailable' or not error.consumed and error.kind in ('unreachable', 'timeout')
-            if not retryable or attempt >= self.retries:
-                raise error
-            attempt += 1
-            delay = self.retry_backoff * (2 ** (attempt - 1))
-            self._warn('%s; retry %d of %d in %.1f s' % (error.message, attempt, self.retries, delay))
-            time.sleep(delay)
+        def attempt(final):
+            status, body = self._request(operation, path)
+            if status == 200:
+                return body
+            raise self._http_error(operation, status, body)
+        return call_with_retries(attempt, self.timeout, self.retries, self.retry_backoff, self._warn, self._sleep)
 
     def _request(self, operation, path):
-        """(status, JSON body) of one GET; a dead kept-alive connection is reopened once before sending."""
-        sent = False
+        """(status, JSON body) of one GET on the kept-alive connection (a new one when it is stale)."""
         if self._connection is not None and time.monotonic() - self._last_used > REUSE_SECONDS:
             self.close()  # the KME may have closed it meanwhile: a key request must not be sent into that doubt
+        if self._connection is None:
+            self._connection = self._connect(operation)
         try:
-            if self._connection is None:
-                self._connection = self._connect(operation)
-            sent = True
             self._connection.request('GET', path, headers={'Accept': 'application/json'})
             response = self._connection.getresponse()
             data = response.read()
             self._last_used = time.monotonic()
             if response.getheader('Connection', '').lower() == 'close':
                 self.close()
-        except KeyDeliveryError:
-            raise
         except (socket.timeout, OSError, HTTPException) as exc:
             self.close()
-            read_only = operation in _READ_ONLY
             if isinstance(exc, socket.timeout):
                 what = 'the KME did not answer within %s s' % self.timeout
             else:
                 what = 'the connection to the KME broke before its answer arrived (%s)' % exc.__class__.__name__
-            message = 'SKIP %s at %s: %s' % (operation, self.kme_url, what)
-            consumed = sent and not read_only
-            if consumed:
-                message += '; ' + _LOST_ANSWER[operation]
-            raise KeyDeliveryError(message, kind='timeout', consumed=consumed)
+            raise transport_error('SKIP %s at %s: %s' % (operation, self.kme_url, what), 'timeout', ANSWER_LOST,
+                                  _CONSUMES_KEY[operation], _LOST_ANSWER.get(operation))
         try:
             body = json.loads(data.decode('utf-8')) if data else None
         except ValueError:
             if response.status == 200:
-                raise self._protocol_error(operation, 'the answer is not JSON (%d bytes)' % len(data),
-                                           consumed=operation not in _READ_ONLY)
+                raise self._protocol_error(operation, 'the answer is not JSON (%d bytes)' % len(data))
             body = None
         return response.status, body
 
     def _connect(self, operation):
         """A new TLS connection; failures before any request was sent consume nothing."""
-        connection = HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self._context)
+        connection = HTTPSConnection(self.host, self.port, timeout=connect_timeout(self.timeout), context=self._context)
         try:
             connection.connect()
         except ssl.SSLError as exc:
             connection.close()
-            raise KeyDeliveryError('SKIP %s at %s: %s' % (operation, self.kme_url, self._describe_tls_error(exc)),
-                                   kind='tls')
+            raise self._not_sent(operation, 'tls', self._describe_tls_error(exc))
         except socket.timeout:
             connection.close()
-            raise KeyDeliveryError('SKIP %s at %s: cannot connect to the KME within %s s'
-                                   % (operation, self.kme_url, self.timeout), kind='unreachable')
+            raise self._not_sent(operation, 'unreachable', 'cannot connect to the KME within %s s' % self.timeout)
         except OSError as exc:
             connection.close()
             if isinstance(exc, (ConnectionResetError, ConnectionAbortedError)) or 'EOF' in str(exc):
-                raise KeyDeliveryError('SKIP %s at %s: TLS handshake failed: the KME closed the connection (%s)%s'
-                                       % (operation, self.kme_url, exc.__class__.__name__, self._auth_hint()),
-                                       kind='tls')
-            raise KeyDeliveryError('SKIP %s at %s: cannot connect to the KME (%s%s)' % (
-                operation, self.kme_url, exc.__class__.__name__,
-                ', errno %d: %s' % (exc.errno, exc.strerror) if exc.errno else ''), kind='unreachable')
+                raise self._not_sent(operation, 'tls', 'TLS handshake failed: the KME closed the connection (%s)%s'
+                                     % (exc.__class__.__name__, self._auth_hint()))
+            raise self._not_sent(operation, 'unreachable', 'cannot connect to the KME (%s)' % exception_name(exc))
         return connection
+
+    def _not_sent(self, operation, kind, what):
+        """The error of a connection that failed before the request was sent (a TLS failure is not retried)."""
+        return transport_error('SKIP %s at %s: %s' % (operation, self.kme_url, what), kind,
+                               REFUSED if kind == 'tls' else NOT_SENT, _CONSUMES_KEY[operation])
 
     def _auth_hint(self):
         if self.auth == 'psk':
@@ -395,25 +353,23 @@ class SkipClient(KeyDeliveryClient):
                         'skip_psk or skip_psk_file)' % (self.psk_identity,))
             if 'NO_SHARED_CIPHER' in upper or 'HANDSHAKE_FAILURE' in upper or 'NO SHARED CIPHER' in upper:
                 return ('TLS-PSK handshake failed: the KME accepts none of the TLS 1.2 PSK suites %s' % PSK_CIPHERS)
-            return 'TLS-PSK handshake failed: %s' % _short(text)
+            return 'TLS-PSK handshake failed: %s' % kme_text(text)
         if 'CERTIFICATE_VERIFY_FAILED' in upper:
             return ('TLS handshake failed: the KME\'s server certificate does not verify against ca_cert '
-                    '(CA mismatch, wrong host name, or expired): %s' % _short(text))
-        return 'TLS handshake failed (mutual TLS, client_cert %s): %s' % (self.client_cert, _short(text))
+                    '(CA mismatch, wrong host name, or expired): %s' % kme_text(text))
+        return 'TLS handshake failed (mutual TLS, client_cert %s): %s' % (self.client_cert, kme_text(text))
 
     def _http_error(self, operation, status, body):
         kme_message = body.get('message') if isinstance(body, dict) else None
         details = body.get('details') if isinstance(body, dict) else None
-        details = details if isinstance(details, list) else ([details] if details else [])
         kind = {400: 'bad_request', 401: 'unauthorized', 403: 'unauthorized', 404: 'bad_request',
                 405: 'bad_request', 503: 'unavailable'}.get(status, 'protocol')
         message = 'SKIP %s at %s refused (HTTP %d): %s' % (
             operation, self.kme_url, status,
-            _short(kme_message) if isinstance(kme_message, str) else 'no error message in the answer')
-        return KeyDeliveryError(message, kind=kind, status_code=status, details=details)
+            kme_text(kme_message) if isinstance(kme_message, str) else 'no error message in the answer')
+        return transport_error(message, kind, UNAVAILABLE if kind == 'unavailable' else REFUSED, _CONSUMES_KEY[operation],
+                               status_code=status, details=details)
 
-    def _protocol_error(self, operation, problem, consumed=False):
-        message = 'SKIP %s at %s: invalid answer: %s' % (operation, self.kme_url, problem)
-        if consumed:
-            message += '; ' + _LOST_ANSWER[operation]
-        return KeyDeliveryError(message, kind='protocol', consumed=consumed)
+    def _protocol_error(self, operation, problem):
+        return transport_error('SKIP %s at %s: invalid answer: %s' % (operation, self.kme_url, problem), 'protocol',
+                               ANSWER_INVALID, _CONSUMES_KEY[operation], _LOST_ANSWER.get(operation))

@@ -24,6 +24,10 @@ BEHAVIOURS = {
     'bad_base64': (200, 'application/json', b'{"keys": [{"key_ID": "k1", "key": "!!not base64!!"}]}'),
     'partial_status': (200, 'application/json', b'{"source_KME_ID": "A", "key_size": "256"}'),
     'http500': (500, 'text/plain', b'internal error'),
+    # A KME error text with terminal escape sequences, NUL and 4,000 characters (it must reach no message as it is).
+    'hostile_message': (400, 'application/json',
+                        b'{"message": "bad request\\u001b[2J\\u001b]0;owned\\u0007\\u0000' + b'x' * 4000
+                        + b'", "details": [{"why": "\\u001b[31m' + b'y' * 4000 + b'"}]}'),
     'slow': (200, 'application/json', b'{}'),
     'drop': None,
     # TCP resets (SO_LINGER 0), at three moments: right after accept (what qkdsim's kme-down --mode drop does), after

@@ -204,6 +204,17 @@ def test_garbage_status_answers_are_described(misbehaving_kme, behaviour, proble
     assert problem in str(err.value) and err.value.kind == 'protocol'
 
 
+def test_kme_text_reaches_messages_without_control_characters_and_capped(misbehaving_kme):
+    with _open(misbehaving_kme('hostile_message')) as client:
+        with pytest.raises(KeyDeliveryError) as err:
+            client.get_new_keys('SAE-B')
+    message = err.value.message
+    assert err.value.kind == 'bad_request' and 'refused (HTTP 400): bad request' in message
+    assert not any(ord(char) < 32 or ord(char) == 127 for char in message), repr(message[:120])
+    assert len(message) < 600, len(message)
+    assert '\x1b' not in repr(err.value.to_result()) and len(repr(err.value.details)) < 400
+
+
 def test_keys_are_base64_of_the_requested_size(master, slave):
     (key,) = master.get_new_keys(SLAVE, size=512)
     assert key.size == 512

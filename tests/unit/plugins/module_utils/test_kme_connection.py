@@ -5,11 +5,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import threading
 
 import pytest
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_delivery import KeyDeliveryError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.kme_connection import (
+    ClientPool,
     ConnectionOptions,
     connection_argument_spec,
     load_endpoints,
@@ -135,3 +137,50 @@ def test_overrides_win_and_unknown_overrides_are_named(manifest):
     with pytest.raises(KeyDeliveryError) as err:
         base.with_overrides(dict(kme_uri='https://typo:1'))
     assert 'unknown connection option kme_uri' in str(err.value)
+
+
+class _FakeClient:
+    def __init__(self, settings):
+        self.settings, self.closed = settings, False
+
+    def close(self):
+        self.closed = True
+
+
+def _fake_opener(opened):
+    def opener(settings, warn=None):
+        client = _FakeClient(settings)
+        opened.append(client)
+        return client
+    return opener
+
+
+def test_client_pool_keeps_one_client_per_thread_and_settings():
+    opened = []
+    pool = ClientPool(opener=_fake_opener(opened))
+    a, b = dict(interface='etsi014', sae_id='SAE-A'), dict(interface='etsi014', sae_id='SAE-B')
+    assert pool.get(a) is pool.get(dict(a)) and pool.get(b) is not pool.get(a)
+    seen, barrier = [], threading.Barrier(4)
+
+    def worker():
+        barrier.wait()   # all four threads alive at once: four distinct thread idents
+        seen.append(pool.get(a))
+        assert pool.get(a) is seen[-1]
+    threads = [threading.Thread(target=worker) for _ignored in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(map(id, seen))) == 4 and pool.get(a) not in seen   # no client is shared between threads
+    assert len(pool) == len(opened) == 6
+    pool.close()
+    assert all(client.closed for client in opened) and len(pool) == 0
+    with pytest.raises(KeyDeliveryError):
+        pool.get(a)
+
+
+def test_client_pool_as_a_context_manager_closes_its_clients():
+    opened = []
+    with ClientPool(opener=_fake_opener(opened)) as pool:
+        pool.get(dict(interface='skip', remote_system_ids=(('SAE-B', 'KME-B'),)))
+    assert opened and opened[0].closed
