@@ -335,11 +335,6 @@ def link_secrets(link, cak_bits=256):
         raise MeshInventoryError('link_secrets for link %s: %s' % (link.get('link_id'), exc))
 
 
-def cak_bits_of(plan):
-    """The MACsec CAK length of the plan's cipher suite (128 for the -128 suites, else 256)."""
-    return 128 if '128' in plan.get('cipher_suite', '') else 256
-
-
 # -- role inputs ---------------------------------------------------------------------------------
 
 ROLES = tuple(sorted(ROLE_INPUT_CHECKS))

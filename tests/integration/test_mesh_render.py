@@ -107,6 +107,19 @@ def test_bad_role_input_fails_naming_site_and_field_and_writes_nothing(mesh, tmp
     assert tree(mesh['out']) == before
 
 
+def test_bad_macsec_input_fails_naming_site_and_field_and_writes_nothing(varied_mesh):
+    """macsec_link's checks (Python now, in mesh_inventory) reach the action as the other roles' do."""
+    hosts_file = varied_mesh['inventory'] / 'hosts.yml'
+    hosts = yaml.safe_load(hosts_file.read_text())
+    hosts['all']['children']['qsafe_sites']['hosts']['nsp-1']['macsec_link_key_server_priority'] = 300
+    hosts_file.write_text(yaml.safe_dump(hosts))
+    rc, output = run(varied_mesh)
+    assert rc != 0, output
+    assert 'site nsp-1: macsec_link: macsec_link_key_server_priority must be from 0 to 255' in output, output
+    assert 'Traceback' not in output
+    assert tree(varied_mesh['out']) == {}
+
+
 def test_check_mode_reports_and_writes_nothing_and_no_key_is_shown(mesh):  # noqa: F811
     assert run(mesh)[0] == 0
     before = tree(mesh['out'])
