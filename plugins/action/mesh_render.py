@@ -84,9 +84,12 @@ class ActionModule(ActionBase):
         sites = [site for site in sites if site not in skipped]
 
         secrets = self._link_secrets(plan, sites, args['key_store'], task_vars)
-        roles = dict(mesh_site=RoleTemplates(self._loader, 'mesh_site'))
-        includes = self._mesh_site_includes(roles['mesh_site'])
-        roles.update((name, RoleTemplates(self._loader, name)) for name in sorted(set(include[0] for include in includes)))
+        try:
+            roles = dict(mesh_site=RoleTemplates(self._loader, 'mesh_site'))
+            includes = self._mesh_site_includes(roles['mesh_site'])
+            roles.update((name, RoleTemplates(self._loader, name)) for name in sorted(set(include[0] for include in includes)))
+        except RoleRenderError as exc:
+            raise AnsibleActionFail('roles/mesh_site: %s' % exc)
         for name, role in roles.items():
             if name != 'mesh_site' and role.outputs_var not in role.vars:
                 raise AnsibleActionFail('roles/mesh_site includes %s, which declares no %s: mesh_render cannot render it'
