@@ -233,14 +233,6 @@ def test_a_bad_skip_port_is_named():
 
 # -- link secrets and role input checks: the same module the filters and mesh_render use -----------
 
-def test_link_secrets_of_the_module_and_of_the_filter_are_one():
-    from ansible_collections.qsafe.keyfabric.plugins.filter.link_secrets import link_secrets as filter_link_secrets
-    from ansible_collections.qsafe.keyfabric.plugins.module_utils.mesh_inventory import link_secrets
-    record = dict(link_id='a--b', key='5a' * 32, ppk_id='qkf-0123456789abcdef')
-    assert link_secrets(record) == filter_link_secrets(record)
-    assert len(link_secrets(record, 128)['macsec_cak_hex']) == 32
-
-
 @pytest.mark.parametrize('record, problem', [
     ({}, 'needs a hybrid_key result'),
     (dict(link_id='a--b', key='zz' * 32, ppk_id='qkf-1'), 'link_secrets for link a--b'),

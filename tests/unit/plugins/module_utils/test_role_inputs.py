@@ -6,11 +6,13 @@ __metaclass__ = type
 
 import pytest
 
-from ansible.errors import AnsibleFilterError
-
-from ansible_collections.qsafe.keyfabric.plugins.filter.role_input_errors import role_input_errors
 from ansible_collections.qsafe.keyfabric.plugins.module_utils import mesh_inventory
 from ansible_collections.qsafe.keyfabric.plugins.module_utils._role_inputs import NETMASKS
+
+
+def role_input_errors(inputs, role):
+    """As the role_input_errors filter calls it (tests/unit/plugins/filter/test_role_input_errors.py: the wrapper)."""
+    return mesh_inventory.role_input_errors(role, inputs)
 
 PPK, PSK = 'ab' * 32, 'cd' * 32
 
@@ -118,11 +120,9 @@ def test_ipv6_sites_are_accepted():
 
 
 def test_unknown_role_and_bad_input_are_errors():
-    with pytest.raises(AnsibleFilterError, match='role must be one of dmvpn_ios_xe, macsec_link, strongswan_site'):
+    with pytest.raises(mesh_inventory.MeshInventoryError, match='role must be one of dmvpn_ios_xe, macsec_link, strongswan_site'):
         role_input_errors({}, 'mesh_site')
-    with pytest.raises(mesh_inventory.MeshInventoryError, match='role must be one of'):
-        mesh_inventory.role_input_errors('mesh_site', {})
-    with pytest.raises(AnsibleFilterError, match='must be a dict'):
+    with pytest.raises(mesh_inventory.MeshInventoryError, match='must be a dict'):
         role_input_errors([], 'dmvpn_ios_xe')
 
 
