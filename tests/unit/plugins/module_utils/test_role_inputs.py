@@ -14,6 +14,7 @@ def role_input_errors(inputs, role):
     """As the role_input_errors filter calls it (tests/unit/plugins/filter/test_role_input_errors.py: the wrapper)."""
     return mesh_inventory.role_input_errors(role, inputs)
 
+
 PPK, PSK = 'ab' * 32, 'cd' * 32
 
 
