@@ -5,8 +5,11 @@
 
 Documentation in plugins/modules/mesh_render.py. The per-site path (roles/mesh_site on every host)
 costs Ansible's per-host, per-task overhead, which grows with sites x tasks; this renders the same
-roles' templates in-process. What each role's render tasks do with the templates is in ROLE_FILES
-below; tests/integration/test_mesh_render.py checks that both paths write the same files.
+roles' templates in-process. It holds no copy of the roles: which roles a site gets is read from
+roles/mesh_site/tasks/main.yml (its include_role tasks), what each role writes from the role's own
+declaration (``_<role>_outputs`` in its vars/main.yml, which its tasks loop over too), and the site
+view, secrets and input checks come from plugins/module_utils/mesh_inventory.py.
+tests/integration/test_mesh_render.py checks that both paths write the same files.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,20 +24,23 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.qsafe.keyfabric.plugins.filter.link_secrets import link_secrets
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_key_store import (
     STORE_VARIABLES,
     LinkKeyStoreError,
     stored_link_keys,
 )
-from ansible_collections.qsafe.keyfabric.plugins.module_utils.mesh_inventory import MeshInventoryError, site_config
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.mesh_inventory import (
+    MeshInventoryError,
+    link_secrets,
+    site_config,
+)
 from ansible_collections.qsafe.keyfabric.plugins.plugin_utils._ansible_compat import evaluate_conditional
 from ansible_collections.qsafe.keyfabric.plugins.plugin_utils.role_renderer import (
     FileWriter,
     RoleRenderError,
     RoleTemplates,
     evaluate_params,
-    value_of,
+    own_files_not_kept,
 )
 
 # Inventory variables a site's roles can see (everything else in hostvars is not theirs).
@@ -45,66 +51,12 @@ INCLUDE_ROLE = ('ansible.builtin.include_role', 'include_role')
 COLLECTION_PREFIX = 'qsafe.keyfabric.'
 
 
-def _dmvpn_ios_xe_files(role, variables, value):
-    """roles/dmvpn_ios_xe/tasks/render.yml: the site directory (0700) and ios_xe.cfg (0600)."""
-    return dict(directories=[(value('_dmvpn_ios_xe_dir'), 0o700)],
-                files=[('ios_xe.cfg.j2', value('_dmvpn_ios_xe_file'), 0o600, True, {})])
-
-
-def _strongswan_site_files(role, variables, value):
-    """roles/strongswan_site/tasks/main.yml (render mode): swanctl.conf only where none exists, conf.d/ files."""
-    root = value('_strongswan_site_root')
-    return dict(directories=[(root + '/conf.d', 0o755)],
-                files=[('swanctl.conf.j2', root + '/swanctl.conf', 0o644, False, {}),
-                       ('qsafe-mesh.conf.j2', root + '/conf.d/qsafe-mesh.conf', 0o644, True, {}),
-                       ('qsafe-mesh.secrets.conf.j2', root + '/conf.d/qsafe-mesh.secrets.conf', 0o600, True, {})])
-
-
-def _macsec_link_files(role, variables, value):
-    """roles/macsec_link/tasks/files.yml: one device file, or one wpa_supplicant file per link on Linux;
-    files of the role's (they carry its marker) that are no longer wanted are removed."""
-    directory = value('_macsec_link_dir')
-    platform = value('macsec_link_platform')
-    names = value('_macsec_link_files')
-    if platform == 'linux':
-        files = [('macsec-linux.conf.j2', '%s/macsec-%s.conf' % (directory, link['link_id']), 0o600, True,
-                  {'_macsec_link_item': link}) for link in value('_macsec_link_links')]
-    else:
-        files = [('macsec-%s.cfg.j2' % platform, '%s/%s' % (directory, names[0]), 0o600, True, {})]
-    return dict(directories=[(directory, None)], files=files,
-                stale=dict(directory=directory, keep=names, marker=value('_macsec_link_marker'),
-                           suffixes=('.cfg', '.conf')))
-
-
-ROLE_FILES = {
-    'dmvpn_ios_xe': _dmvpn_ios_xe_files,
-    'strongswan_site': _strongswan_site_files,
-    'macsec_link': _macsec_link_files,
-}
-# The check each role runs before writing (the variable holding its input errors).
-ROLE_INPUT_ERRORS = {
-    'dmvpn_ios_xe': '_dmvpn_ios_xe_input_errors',
-    'strongswan_site': '_strongswan_site_input_errors',
-    'macsec_link': '_macsec_link_errors',
-}
-
-
-def _stale_files(stale):
-    """The role's own files in a directory that are no longer wanted (recognised by its marker line)."""
-    found = []
+def _secrets_of(record, cak_bits):
+    """mesh_inventory.link_secrets, failing the task (not the controller) on a bad record."""
     try:
-        names = sorted(os.listdir(stale['directory']))
-    except FileNotFoundError:
-        return found
-    for name in names:
-        path = os.path.join(stale['directory'], name)
-        if not name.startswith('macsec-') or not name.endswith(stale['suffixes']) or name in stale['keep'] \
-                or not os.path.isfile(path):
-            continue
-        with open(path, 'rb') as handle:
-            if stale['marker'].encode('utf-8') in handle.read():
-                found.append(path)
-    return found
+        return link_secrets(record, cak_bits)
+    except MeshInventoryError as exc:
+        raise AnsibleActionFail('%s' % exc)
 
 
 class ActionModule(ActionBase):
@@ -137,8 +89,16 @@ class ActionModule(ActionBase):
         sites = [site for site in sites if site not in skipped]
 
         secrets = self._link_secrets(plan, sites, args['key_store'], task_vars)
-        roles = dict((name, RoleTemplates(self._loader, name)) for name in ['mesh_site'] + sorted(ROLE_FILES))
-        includes = self._mesh_site_includes(roles['mesh_site'])
+        try:
+            roles = dict(mesh_site=RoleTemplates(self._loader, 'mesh_site'))
+            includes = self._mesh_site_includes(roles['mesh_site'])
+            roles.update((name, RoleTemplates(self._loader, name)) for name in sorted(set(include[0] for include in includes)))
+        except RoleRenderError as exc:
+            raise AnsibleActionFail('roles/mesh_site: %s' % exc)
+        for name, role in roles.items():
+            if name != 'mesh_site' and role.outputs_var not in role.vars:
+                raise AnsibleActionFail('roles/mesh_site includes %s, which declares no %s: mesh_render cannot render it'
+                                        % (name, role.outputs_var))
 
         # Everything is rendered and checked first; files are written only when every site is good.
         errors, outputs = [], []
@@ -239,7 +199,7 @@ class ActionModule(ActionBase):
         cak_bits = 128 if '128' in plan.get('cipher_suite', '') else 256
         secrets = {}
         for record in stored:
-            entry = link_secrets(record, cak_bits)
+            entry = _secrets_of(record, cak_bits)
             secrets[entry['link_id']] = entry
         return secrets
 
@@ -260,7 +220,7 @@ class ActionModule(ActionBase):
             if not action:
                 continue
             name = task[action[0]]['name']
-            if not name.startswith(COLLECTION_PREFIX) or name[len(COLLECTION_PREFIX):] not in ROLE_FILES:
+            if not name.startswith(COLLECTION_PREFIX):
                 raise AnsibleActionFail('roles/mesh_site includes %s, which mesh_render cannot render' % name)
             when = task.get('when') or []
             includes.append((name[len(COLLECTION_PREFIX):], when if isinstance(when, list) else [when], task.get('vars') or {}))
@@ -283,34 +243,30 @@ class ActionModule(ActionBase):
         site_templar = self._templar.copy_with_new_env(available_variables=context)
         outputs = []
         for role_name, conditions, params in includes:
-            if not all(evaluate_conditional(site_templar, condition) for condition in conditions):
-                if role_name == 'macsec_link':
-                    # No MACsec link left at this site: the files of its former links go (they hold their CAKs).
-                    stale = dict(directory=os.path.join(output_dir, site), keep=[], suffixes=('.cfg', '.conf'),
-                                 marker=roles['macsec_link'].vars['_macsec_link_marker'])
-                    outputs.append((site, role_name, dict(directories=[], files=[], stale=_stale_files(stale))))
-                continue
             role = roles[role_name]
+            if not all(evaluate_conditional(site_templar, condition) for condition in conditions):
+                if '_%s_own_patterns' % role_name in role.vars:
+                    # No link of this role left at this site (MACsec): the files of its former links go (they hold their keys).
+                    own = dict(directory=os.path.join(output_dir, site), keep=(), patterns=role.vars['_%s_own_patterns' % role_name],
+                               marker=role.vars['_%s_marker' % role_name])
+                    outputs.append((site, role_name, dict(directories=[], files=[], stale=own_files_not_kept(own))))
+                continue
             role_params = evaluate_params(self._templar, context, params)
             errors = role.argument_errors(self._templar, inventory_vars, role_params)
             if errors:
                 raise RoleRenderError('; '.join(errors))
             variables = role.variables(inventory_vars, dict(role_params, inventory_hostname=site,
                                                             ansible_check_mode=self._task.check_mode))
-            input_errors = value_of(self._templar, variables, ROLE_INPUT_ERRORS[role_name])
+            input_errors = role.input_errors(self._templar, variables)
             if input_errors:
                 raise RoleRenderError('%s: %s' % (role_name, '; '.join(input_errors)))
 
-            def value(name, variables=variables):
-                return value_of(self._templar, variables, name)
-
-            spec = ROLE_FILES[role_name](role, variables, value)
+            declared = role.outputs(self._templar, variables)
             files = []
-            for template, path, mode, force, extra in spec['files']:
-                path = os.path.normpath(path)
+            for template, path, mode, force, template_vars in declared['files']:
                 if not path.startswith(output_dir + os.sep):
                     raise RoleRenderError('%s: %s is outside output_dir' % (role_name, path))
-                files.append((path, role.render(self._templar, dict(variables, **extra), template, path), mode, force))
-            stale = _stale_files(spec['stale']) if spec.get('stale') else []
-            outputs.append((site, role_name, dict(directories=spec['directories'], files=files, stale=stale)))
+                files.append((path, role.render(self._templar, dict(variables, **template_vars), template, path), mode, force))
+            stale = own_files_not_kept(declared['own']) if declared['own'] else []
+            outputs.append((site, role_name, dict(directories=declared['directories'], files=files, stale=stale)))
         return outputs

@@ -1,7 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: qsafe.keyfabric contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The inventory model of a mesh roll-out: which links exist, which end is master, what each site gets.
+"""The model of a mesh roll-out: which links exist, which end is master, what each site gets and checks.
+
+This module is the one place of the rendering layer's logic (docs/design.md, "Rendering"); the
+filters (mesh_plan, mesh_site_config, link_secrets, role_input_errors) and the mesh_render action
+are thin callers of it.
 
 The inventory is ordinary Ansible inventory (docs/inventory.md): every site is a host of the
 group ``qsafe_sites`` with ``qsafe_site_*`` variables, and ``qsafe_mesh`` (group vars) says
@@ -10,6 +14,9 @@ and key policy. ``plan_mesh`` turns that into a public plan - no secrets - and f
 a message naming the site and the field. ``site_ipsec_peers`` and ``site_macsec_links`` join a
 site's part of the plan with the link secrets (from the key store) into what the roles take;
 during a rotation's overlap window a MACsec link also carries the key it replaces (``previous``).
+``link_secrets`` derives a link's per-purpose secrets (PPK, IKE PSK, MACsec CKN and CAK) from its
+key-store record; ``role_input_errors`` runs a configuration role's input checks (in the private
+``_role_inputs``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,6 +27,12 @@ import ipaddress
 import itertools
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils._errors import KeyfabricError
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._role_inputs import ROLE_INPUT_CHECKS
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.hybrid_combiner import (
+    CombinerError,
+    derive_subkey,
+    macsec_ckn,
+)
 
 PLATFORMS = ('ios_xe', 'junos', 'linux')
 # Key-delivery interfaces a site may fetch its QKD keys with (qsafe_site_key_interface; kme_connection.INTERFACES).
@@ -44,7 +57,7 @@ def carries(link, kind):
 
 
 class MeshInventoryError(KeyfabricError, ValueError):
-    """The inventory does not describe a valid mesh; the message names the site and the field."""
+    """The inventory (or a role's input) is not valid; the message names the site, link or field, never a key."""
 
 
 def _ip(site, field, value):
@@ -278,3 +291,60 @@ def _macsec_rollover(link_id, entry):
             previous['active_from'] = entry['previous_active_from']
         rollover['previous'] = previous
     return rollover
+
+
+# -- per-purpose secrets -------------------------------------------------------------------------
+
+def link_secrets(link, cak_bits=256):
+    """What the device configurations of one link need (SECRET), from its key-store record (a hybrid_key result).
+
+    Every purpose gets its own key, derived from the link key and its PPK ID: the IKEv2 PPK, the IKEv2
+    pre-shared key and the MACsec CAK (``cak_bits`` long); the MACsec CKN is public (from the PPK ID).
+    """
+    if not isinstance(link, dict) or not link.get('key') or not link.get('ppk_id'):
+        raise MeshInventoryError('link_secrets needs a hybrid_key result (a dict with key and ppk_id)')
+    if cak_bits not in (128, 256):
+        raise MeshInventoryError('cak_bits must be 128 or 256, got %r' % (cak_bits,))
+    if link.get('previous_key') and not link.get('previous_ppk_id'):
+        raise MeshInventoryError('link_secrets for link %s: previous_key comes with previous_ppk_id' % link.get('link_id'))
+    try:
+        key = bytes.fromhex(link['key'])
+        secrets = dict(
+            link_id=link.get('link_id'),
+            ppk_id=link['ppk_id'],
+            ppk_hex=derive_subkey(key, 'ikev2-ppk', link['ppk_id']).hex(),
+            ike_psk_hex=derive_subkey(key, 'ikev2-psk', link['ppk_id']).hex(),
+            macsec_ckn_hex=macsec_ckn(link['ppk_id']).hex(),
+            macsec_cak_hex=derive_subkey(key, 'macsec-cak', link['ppk_id'], cak_bits // 8).hex(),
+        )
+        # Rotation (the key store's record): when this key takes over, and the key it replaces
+        # while the overlap window is open - for a MACsec key chain that holds both.
+        for name in ('generation', 'active_from'):
+            if link.get(name) is not None:
+                secrets[name] = int(link[name])
+        if link.get('previous_key'):
+            previous_key = bytes.fromhex(link['previous_key'])
+            secrets.update(
+                previous_ppk_id=link['previous_ppk_id'],
+                previous_macsec_ckn_hex=macsec_ckn(link['previous_ppk_id']).hex(),
+                previous_macsec_cak_hex=derive_subkey(previous_key, 'macsec-cak', link['previous_ppk_id'], cak_bits // 8).hex(),
+            )
+            if link.get('previous_active_from') is not None:
+                secrets['previous_active_from'] = int(link['previous_active_from'])
+        return secrets
+    except (ValueError, TypeError, CombinerError) as exc:
+        raise MeshInventoryError('link_secrets for link %s: %s' % (link.get('link_id'), exc))
+
+
+# -- role inputs ---------------------------------------------------------------------------------
+
+ROLES = tuple(sorted(ROLE_INPUT_CHECKS))
+
+
+def role_input_errors(role, inputs):
+    """What is wrong with ``inputs`` (the variables of ``role`` by name): messages naming the field, never a key."""
+    if role not in ROLE_INPUT_CHECKS:
+        raise MeshInventoryError('role_input_errors: role must be one of %s, got %r' % (', '.join(ROLES), role))
+    if not isinstance(inputs, dict):
+        raise MeshInventoryError('role_input_errors: the input must be a dict of the role variables')
+    return ROLE_INPUT_CHECKS[role](inputs)

@@ -22,10 +22,12 @@ description:
   - It carries no templates of its own. For each site it evaluates what M(qsafe.keyfabric.mesh_site)
     hands to its platform roles (the C(include_role) tasks of C(roles/mesh_site/tasks/main.yml)), checks
     those values against each role's C(meta/argument_specs.yml) and the role's own input checks, and
-    renders the role's C(templates/) with its C(defaults/) and C(vars/), in Ansible's precedence order.
+    renders the role's C(templates/) with its C(defaults/) and C(vars/), in Ansible's precedence order,
+    into the files the role declares in C(_<role>_outputs) of its C(vars/main.yml) (template, file, mode) -
+    the declaration the role's own tasks loop over.
   - The keys come from O(key_store), read as the P(qsafe.keyfabric.hybrid_key#lookup) lookup with C(store_only)
     reads them (the same code; each key checked against the KCV and size its file records),
-    are turned into per-purpose secrets by P(qsafe.keyfabric.link_secrets#filter), and exist only in
+    are turned into per-purpose secrets as P(qsafe.keyfabric.link_secrets#filter) does (the same code), and exist only in
     memory and in the files (mode 0600, written atomically). The result names files, never content.
   - Every site is rendered and checked before the first file is written, so bad inventory data leaves
     the output directory as it was.

@@ -7,8 +7,10 @@ The ``mesh_render`` action renders every site of a mesh in one task. To stay one
 with the roles, it does not carry templates of its own: it loads a role's ``defaults/main.yml``,
 ``vars/main.yml`` and ``meta/argument_specs.yml`` and renders the role's own ``templates/`` with
 Ansible's templar, with the variables in Ansible's precedence order (role defaults < inventory
-< role vars < the include's vars). What the role's tasks do with the results (which template goes
-to which file with which mode) is described by the caller.
+< role vars < the include's vars). Which template goes to which file with which mode is declared
+once, as data, in the role's ``vars/main.yml``: ``_<role>_outputs`` (directories, files, and for a
+role that removes its files of links that are gone, how it recognises them), which the role's own
+tasks loop over too. The role's input checks are ``_<role>_input_errors``.
 
 Controller-only code (it imports the templar), hence plugin_utils rather than module_utils.
 """
@@ -17,6 +19,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import fnmatch
 import os
 import stat
 
@@ -88,6 +91,28 @@ class RoleTemplates(object):
         result = ArgumentSpecValidator(self.options).validate(provided)
         return ['%s: %s' % (self.name, message) for message in result.error_messages]
 
+    @property
+    def outputs_var(self):
+        """The role variable that declares its outputs (vars/main.yml)."""
+        return '_%s_outputs' % self.name
+
+    def input_errors(self, templar, variables):
+        """The messages of the role's own input checks (``_<role>_input_errors``); empty when all is well."""
+        return value_of(templar, variables, '_%s_input_errors' % self.name) or []
+
+    def outputs(self, templar, variables):
+        """What the role writes, from its declaration (``_<role>_outputs``) evaluated in ``variables``:
+        ``{directories: [(path, mode or None)], files: [(template, path, mode, force, template vars)], own}``.
+        Paths are normalised; ``own`` (or None) says how the role recognises its earlier files."""
+        declared = value_of(templar, variables, self.outputs_var)
+        try:
+            directories = [(os.path.normpath(entry['path']), _mode(entry.get('mode'))) for entry in declared.get('directories') or []]
+            files = [(entry['src'], os.path.normpath(entry['dest']), _mode(entry['mode']), bool(entry.get('force', True)),
+                      dict(entry.get('vars') or {})) for entry in declared.get('files') or []]
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise RoleRenderError('%s: %s is not a list of outputs (%s)' % (self.name, self.outputs_var, exc))
+        return dict(directories=directories, files=files, own=declared.get('own'))
+
     def template_path(self, template):
         return os.path.join(self.path, 'templates', template)
 
@@ -112,6 +137,33 @@ class RoleTemplates(object):
             # The message of a template error can quote the expression, never a variable's value.
             raise RoleRenderError('role %s, template %s: %s' % (self.name, template, exc.message))
         return '' if result is None else result
+
+
+def _mode(mode):
+    """A file mode as the template module takes it (an octal string such as "0600", or a number)."""
+    if mode is None:
+        return None
+    return int(mode, 8) if isinstance(mode, str) else int(mode)
+
+
+def own_files_not_kept(own):
+    """The files of a role in ``own['directory']`` that it no longer writes: a name matching one of
+    ``own['patterns']``, not in ``own['keep']``, and holding the role's ``own['marker']`` line."""
+    found = []
+    try:
+        names = sorted(os.listdir(own['directory']))
+    except FileNotFoundError:
+        return found
+    marker = own['marker'].encode('utf-8')
+    for name in names:
+        path = os.path.join(own['directory'], name)
+        if name in own.get('keep', ()) or not any(fnmatch.fnmatchcase(name, pattern) for pattern in own['patterns']) \
+                or not os.path.isfile(path):
+            continue
+        with open(path, 'rb') as handle:
+            if marker in handle.read():
+                found.append(path)
+    return found
 
 
 def resolve(templar, value):

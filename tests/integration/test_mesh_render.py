@@ -88,6 +88,19 @@ def test_bad_role_input_fails_naming_site_and_field_and_writes_nothing(mesh, tmp
     assert tree(mesh['out']) == before
 
 
+def test_bad_macsec_input_fails_naming_site_and_field_and_writes_nothing(varied_mesh):
+    """macsec_link's checks (Python now, in mesh_inventory) reach the action as the other roles' do."""
+    hosts_file = varied_mesh['inventory'] / 'hosts.yml'
+    hosts = yaml.safe_load(hosts_file.read_text())
+    hosts['all']['children']['qsafe_sites']['hosts']['nsp-1']['macsec_link_key_server_priority'] = 300
+    hosts_file.write_text(yaml.safe_dump(hosts))
+    rc, output = run(varied_mesh)
+    assert rc != 0, output
+    assert 'site nsp-1: macsec_link: macsec_link_key_server_priority must be from 0 to 255' in output, output
+    assert 'Traceback' not in output
+    assert tree(varied_mesh['out']) == {}
+
+
 def test_check_mode_reports_and_writes_nothing_and_no_key_is_shown(mesh):  # noqa: F811
     assert run(mesh)[0] == 0
     before = tree(mesh['out'])
@@ -104,3 +117,39 @@ def test_check_mode_reports_and_writes_nothing_and_no_key_is_shown(mesh):  # noq
         secrets = link_secrets(record)
         for secret in (secrets['ppk_hex'], secrets['ike_psk_hex'], secrets['macsec_cak_hex']):
             assert not any(spelling in output for spelling in key_spellings(bytes.fromhex(secret)))
+
+
+ROLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'roles')
+
+
+def tasks_of(role):
+    """{tasks file name: [task, ...]} of a role, blocks flattened."""
+    found = {}
+    for name in sorted(os.listdir(os.path.join(ROLES_DIR, role, 'tasks'))):
+        with open(os.path.join(ROLES_DIR, role, 'tasks', name)) as handle:
+            pending, flat = list(yaml.safe_load(handle) or []), []
+        while pending:
+            task = pending.pop(0)
+            flat.append(task)
+            pending[:0] = list(task.get('block') or []) + list(task.get('rescue') or []) + list(task.get('always') or [])
+        found[name] = flat
+    return found
+
+
+@pytest.mark.parametrize('role', ['dmvpn_ios_xe', 'strongswan_site', 'macsec_link'])
+def test_each_role_writes_only_the_files_it_declares_once(role):
+    """The files a role renders are declared once (_<role>_outputs), and its tasks loop over that
+    declaration - the mesh_render action reads the same variable, so there is nothing to keep equal."""
+    with open(os.path.join(ROLES_DIR, role, 'vars', 'main.yml')) as handle:
+        assert '_%s_outputs' % role in yaml.safe_load(handle)
+    writers = [(name, task) for name, tasks in tasks_of(role).items() if not name.startswith('push')
+               for task in tasks if 'ansible.builtin.template' in task]
+    assert writers
+    for name, task in writers:
+        assert '_%s_outputs.files' % role in task['loop'], (name, task['name'])
+        loop_var = task['loop_control']['loop_var']
+        assert task['ansible.builtin.template']['src'] == '{{ %s.src }}' % loop_var, (name, task['name'])
+        assert task['ansible.builtin.template']['dest'] == '{{ %s.dest }}' % loop_var, (name, task['name'])
+        secret = "selectattr('secret')" in task['loop']
+        assert secret or "rejectattr('secret')" in task['loop'], (name, task['name'])
+        assert not secret or (task['no_log'] is True and task['diff'] is False), (name, task['name'])

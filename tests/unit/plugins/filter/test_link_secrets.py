@@ -73,3 +73,9 @@ def test_a_bad_previous_key_is_named_never_shown(change, problem):
     with pytest.raises(AnsibleFilterError) as err:
         link_secrets(dict(ROTATED, **change))
     assert problem in str(err.value) and '6b' * 8 not in str(err.value) and '5a' * 8 not in str(err.value)
+
+
+def test_the_filter_is_the_model_s_derivation():
+    from ansible_collections.qsafe.keyfabric.plugins.module_utils import mesh_inventory
+    assert link_secrets(LINK) == mesh_inventory.link_secrets(LINK)
+    assert link_secrets(ROTATED, 128) == mesh_inventory.link_secrets(ROTATED, 128)

@@ -229,3 +229,26 @@ def test_a_bad_skip_port_is_named():
     with pytest.raises(MeshInventoryError) as err:
         plan(hostvars=hostvars)
     assert 'site b: qsafe_site_skip_server_port must be 1 to 65535, got 70000' in str(err.value)
+
+
+# -- link secrets and role input checks: the same module the filters and mesh_render use -----------
+
+@pytest.mark.parametrize('record, problem', [
+    ({}, 'needs a hybrid_key result'),
+    (dict(link_id='a--b', key='zz' * 32, ppk_id='qkf-1'), 'link_secrets for link a--b'),
+    (dict(link_id='a--b', key='5a' * 32, ppk_id='qkf-1', previous_key='5b' * 32), 'previous_key comes with previous_ppk_id'),
+])
+def test_link_secrets_fails_with_a_model_error_naming_the_link_never_the_key(record, problem):
+    from ansible_collections.qsafe.keyfabric.plugins.module_utils.mesh_inventory import link_secrets
+    with pytest.raises(MeshInventoryError) as err:
+        link_secrets(record)
+    assert problem in str(err.value) and '5a' * 8 not in str(err.value) and '5b' * 8 not in str(err.value)
+
+
+def test_every_role_has_its_input_checks_here():
+    from ansible_collections.qsafe.keyfabric.plugins.module_utils.mesh_inventory import ROLES, role_input_errors
+    assert ROLES == ('dmvpn_ios_xe', 'macsec_link', 'strongswan_site')
+    assert role_input_errors('macsec_link', dict(macsec_link_platform='linux', macsec_link_mode='push',
+                                                 macsec_link_ios_xe_rollover_overlap=60, macsec_link_links=[])) == []
+    with pytest.raises(MeshInventoryError, match='role must be one of dmvpn_ios_xe, macsec_link, strongswan_site'):
+        role_input_errors('mesh_site', {})

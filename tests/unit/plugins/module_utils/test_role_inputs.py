@@ -6,10 +6,14 @@ __metaclass__ = type
 
 import pytest
 
-from ansible.errors import AnsibleFilterError
+from ansible_collections.qsafe.keyfabric.plugins.module_utils import mesh_inventory
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._role_inputs import NETMASKS
 
-from ansible_collections.qsafe.keyfabric.plugins.filter.role_input_errors import role_input_errors
-from ansible_collections.qsafe.keyfabric.plugins.plugin_utils.role_input_checks import NETMASKS
+
+def role_input_errors(inputs, role):
+    """As the role_input_errors filter calls it (tests/unit/plugins/filter/test_role_input_errors.py: the wrapper)."""
+    return mesh_inventory.role_input_errors(role, inputs)
+
 
 PPK, PSK = 'ab' * 32, 'cd' * 32
 
@@ -117,7 +121,71 @@ def test_ipv6_sites_are_accepted():
 
 
 def test_unknown_role_and_bad_input_are_errors():
-    with pytest.raises(AnsibleFilterError, match='role must be one of dmvpn_ios_xe, strongswan_site'):
-        role_input_errors({}, 'macsec_link')
-    with pytest.raises(AnsibleFilterError, match='must be a dict'):
+    with pytest.raises(mesh_inventory.MeshInventoryError, match='role must be one of dmvpn_ios_xe, macsec_link, strongswan_site'):
+        role_input_errors({}, 'mesh_site')
+    with pytest.raises(mesh_inventory.MeshInventoryError, match='must be a dict'):
         role_input_errors([], 'dmvpn_ios_xe')
+
+
+# -- macsec_link (was Jinja in roles/macsec_link/vars/main.yml) ---------------------------------
+
+CAK = 'ef' * 32
+
+
+def macsec_link(link_id, interface, **extra):
+    link = dict(link_id=link_id, peer='dc-2', interface=interface, ckn_hex='0a' * 16, cak_hex=CAK, cipher_suite='gcm-aes-256')
+    link.update(extra)
+    return link
+
+
+def macsec_inputs(**extra):
+    inputs = dict(macsec_link_platform='ios_xe', macsec_link_mode='render', macsec_link_output_dir='/tmp/out',
+                  macsec_link_key_server_priority=None, macsec_link_ios_xe_rollover_overlap=60,
+                  macsec_link_links=[macsec_link('DC-1--DC-2', 'Te0/0/1'), macsec_link('DC-1--DC-3', 'Te0/0/2', ckn_hex='0b' * 16)])
+    inputs.update(extra)
+    return inputs
+
+
+def test_good_macsec_inputs_have_no_errors():
+    assert role_input_errors(macsec_inputs(), 'macsec_link') == []
+    rotated = macsec_link('DC-1--DC-2', 'Te0/0/1', generation=2, active_from=1900000000,
+                          previous=dict(ckn_hex='0c' * 16, cak_hex='12' * 32, active_from=1800000000))
+    assert role_input_errors(macsec_inputs(macsec_link_links=[rotated]), 'macsec_link') == []
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(macsec_link_platform='eos'), 'macsec_link_platform must be one of ios_xe, junos, linux'),
+    (dict(macsec_link_output_dir=''), 'macsec_link_output_dir is required in render mode'),
+    (dict(macsec_link_key_server_priority=256), 'macsec_link_key_server_priority must be from 0 to 255'),
+    (dict(macsec_link_ios_xe_rollover_overlap='-1'), 'macsec_link_ios_xe_rollover_overlap must be from 0 to 86400 seconds'),
+    (dict(macsec_link_ios_xe_rollover_overlap=86401), 'macsec_link_ios_xe_rollover_overlap must be from 0 to 86400 seconds'),
+    (dict(macsec_link_links=[macsec_link('DC 1', 'Te0/0/1')]), 'macsec_link_links[0] (link DC 1): link_id may hold letters'),
+    (dict(macsec_link_links=[macsec_link('A--B', 'Te0/0/1'), macsec_link('a--b', 'Te0/0/2', ckn_hex='0b' * 16)]),
+     'macsec_link_links[1] (link a--b): link_id is given twice (link IDs are compared ignoring case)'),
+    (dict(macsec_link_links=[macsec_link('A--B', 'Te0/0/1'), macsec_link('A--C', 'Te0/0/1', ckn_hex='0b' * 16)]),
+     'macsec_link_links[1] (link A--C): interface Te0/0/1 already carries link A--B (one link per interface)'),
+    (dict(macsec_link_platform='linux', macsec_link_links=[macsec_link('A--B', 'eth1', cipher_suite='gcm-aes-xpn-256')]),
+     'macsec_link_links[0] (link A--B): cipher_suite gcm-aes-xpn-256 is not available on platform linux '
+     '(wpa_supplicant has no XPN cipher suite): use gcm-aes-128 or gcm-aes-256'),
+    (dict(macsec_link_links=[macsec_link('A--B', 'Te0/0/1', ckn_hex='0g')]), 'macsec_link_links[0] (link A--B): ckn_hex must be hex digits only'),
+    (dict(macsec_link_links=[macsec_link('A--B', 'Te0/0/1', ckn_hex='abc')]),
+     'macsec_link_links[0] (link A--B): ckn_hex must be an even number of hex digits from 2 to 64 (1 to 32 bytes), got 3'),
+    (dict(macsec_link_links=[macsec_link('A--B', 'Te0/0/1', cak_hex='ab' * 16)]),
+     'macsec_link_links[0] (link A--B): cak_hex must be 64 hex digits (a 256-bit CAK) for cipher_suite gcm-aes-256, got 32'),
+    (dict(macsec_link_links=[macsec_link('A--B', 'Te0/0/1', generation=0)]), 'macsec_link_links[0] (link A--B): generation must be a whole number from 1'),
+    (dict(macsec_link_links=[macsec_link('A--B', 'Te0/0/1', active_from=12)]),
+     'macsec_link_links[0] (link A--B): active_from must be a UNIX time from 2000 to 2035 (IOS-XE key lifetimes end in 2035)'),
+    (dict(macsec_link_links=[macsec_link('A--B', 'Te0/0/1', previous='x')]),
+     'macsec_link_links[0] (link A--B): previous must be a dict with ckn_hex and cak_hex (the key being replaced)'),
+    (dict(macsec_link_links=[macsec_link('A--B', 'Te0/0/1', previous=dict(ckn_hex='0A' * 16, cak_hex='12' * 32))]),
+     'macsec_link_links[0] (link A--B): previous.ckn_hex is the same as ckn_hex (a rotated key has a new CKN)'),
+    (dict(macsec_link_links=[macsec_link('A--B', 'Te0/0/1', previous=dict(ckn_hex='0c' * 16, cak_hex='12' * 32))]),
+     'macsec_link_links[0] (link A--B): previous needs active_from (when the new key takes over from it)'),
+    (dict(macsec_link_links=[macsec_link('A--B', 'Te0/0/1', active_from=1800000000,
+                                         previous=dict(ckn_hex='0c' * 16, cak_hex='12' * 32, active_from=1800000000))]),
+     'macsec_link_links[0] (link A--B): previous.active_from must come before active_from'),
+])
+def test_bad_macsec_inputs_are_named(change, message):
+    errors = role_input_errors(macsec_inputs(**change), 'macsec_link')
+    assert any(error.startswith(message) for error in errors), errors
+    assert not any(CAK in error or '12' * 32 in error for error in errors)

@@ -1,12 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: qsafe.keyfabric contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Input checks of the dmvpn_ios_xe and strongswan_site roles that an argument spec cannot express.
+"""Private to mesh_inventory: the input checks of the three configuration roles that an argument spec cannot express.
 
-Addresses, key lengths, duplicates, a spoke's hubs. Every message names the variable and the field,
-never a key's value (only its length). The roles call these through the ``role_input_errors``
-filter before they write anything. They were Jinja once; a full-mesh site has hundreds of peers,
-and in Python the check of a 100-site mesh costs milliseconds instead of seconds per site.
+dmvpn_ios_xe and strongswan_site: addresses, key lengths, duplicates, a spoke's hubs. macsec_link:
+link IDs, one link per interface, cipher suites per platform, CKN and CAK lengths, rollover times.
+Every message names the variable and the field, never a key's value (only its length). Reached
+through ``mesh_inventory.role_input_errors`` - the ``role_input_errors`` filter the roles call before
+they write anything, and the mesh_render action. They were Jinja once; a full-mesh site has hundreds
+of peers, and in Python the check of a 100-site mesh costs milliseconds instead of seconds per site.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,6 +17,7 @@ __metaclass__ = type
 
 import re
 
+from ansible.module_utils.six.moves.collections_abc import Mapping
 from ansible.module_utils.six import string_types
 
 _OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])'
@@ -228,7 +231,126 @@ def strongswan_site_input_errors(inputs):
     return errors
 
 
+# -- macsec_link ----------------------------------------------------------------------------------
+
+MACSEC_DEFAULT_SUITE = 'gcm-aes-xpn-256'
+# CAK length, in hex digits, of each cipher suite (the CAK is as long as the suite's key).
+MACSEC_CAK_DIGITS = {'gcm-aes-128': 32, 'gcm-aes-xpn-128': 32, 'gcm-aes-256': 64, 'gcm-aes-xpn-256': 64}
+# What each platform can run. wpa_supplicant (2.10, Debian bookworm and trixie) knows GCM-AES-128
+# and GCM-AES-256 only: no XPN.
+MACSEC_PLATFORM_SUITES = {
+    'ios_xe': ('gcm-aes-128', 'gcm-aes-256', 'gcm-aes-xpn-128', 'gcm-aes-xpn-256'),
+    'junos': ('gcm-aes-128', 'gcm-aes-256', 'gcm-aes-xpn-128', 'gcm-aes-xpn-256'),
+    'linux': ('gcm-aes-128', 'gcm-aes-256'),
+}
+# Key lifetimes and start times: UNIX times from 2000-01-01 to 2035-12-31 (IOS-XE takes years up to 2035).
+MACSEC_TIME_RANGE = (946684800, 2082758399)
+MACSEC_LINK_ID_RE = re.compile('^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$')
+HEX_DIGITS_RE = re.compile('^[0-9A-Fa-f]*$')
+DIGITS_RE = re.compile('^[0-9]+$')
+
+
+def _number(value):
+    """A whole number as Jinja's ``int`` filter reads it (0 when it is not a number)."""
+    try:
+        return int(value, 10) if isinstance(value, string_types) else int(value)
+    except (TypeError, ValueError):
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):
+            return 0
+
+
+def _digits(value):
+    """Whether ``value`` written as text is digits only."""
+    return DIGITS_RE.match('%s' % (value,)) is not None
+
+
+def _macsec_ckn(where, field, ckn):
+    if not HEX_DIGITS_RE.match(ckn):
+        return '%s: %s must be hex digits only' % (where, field)
+    if len(ckn) < 2 or len(ckn) > 64 or len(ckn) % 2:
+        return '%s: %s must be an even number of hex digits from 2 to 64 (1 to 32 bytes), got %d' % (where, field, len(ckn))
+    return None
+
+
+def _macsec_cak(where, field, cak, suite):
+    if not HEX_DIGITS_RE.match(cak):
+        return '%s: %s must be hex digits only' % (where, field)
+    if suite in MACSEC_CAK_DIGITS and len(cak) != MACSEC_CAK_DIGITS[suite]:
+        return '%s: %s must be %d hex digits (a %d-bit CAK) for cipher_suite %s, got %d' % (
+            where, field, MACSEC_CAK_DIGITS[suite], MACSEC_CAK_DIGITS[suite] * 4, suite, len(cak))
+    return None
+
+
+def _macsec_link_errors(index, link, platform, ids, interfaces):
+    """Errors of one entry of macsec_link_links (``ids``, ``interfaces``: of the entries before it, updated)."""
+    errors = []
+    where = 'macsec_link_links[%d] (link %s)' % (index, link.get('link_id'))
+    suite = ('%s' % (link.get('cipher_suite') or MACSEC_DEFAULT_SUITE,)).lower()
+    ckn, cak = '%s' % (link.get('ckn_hex'),), '%s' % (link.get('cak_hex'),)
+    link_id = '%s' % (link.get('link_id'),)
+    if not MACSEC_LINK_ID_RE.match(link_id):
+        errors.append(where + ': link_id may hold letters, digits, ".", "_" and "-", at most 48, starting with a letter or digit')
+    elif link_id.lower() in ids:
+        errors.append(where + ': link_id is given twice (link IDs are compared ignoring case)')
+    ids.append(link_id.lower())
+    interface = link.get('interface')
+    if interface in interfaces:
+        errors.append('%s: interface %s already carries link %s (one link per interface)' % (where, interface, interfaces[interface]))
+    else:
+        interfaces[interface] = link.get('link_id')
+    if platform in MACSEC_PLATFORM_SUITES and suite not in MACSEC_PLATFORM_SUITES[platform]:
+        errors.append('%s: cipher_suite %s is not available on platform %s (wpa_supplicant has no XPN cipher suite): use %s'
+                      % (where, suite, platform, ' or '.join(MACSEC_PLATFORM_SUITES[platform])))
+    errors.extend((_macsec_ckn(where, 'ckn_hex', ckn), _macsec_cak(where, 'cak_hex', cak, suite)))
+    if link.get('generation') is not None and (not _digits(link['generation']) or _number(link['generation']) < 1):
+        errors.append(where + ': generation must be a whole number from 1')
+    times = [('active_from', link.get('active_from'))]
+    previous = link.get('previous')
+    if previous is not None:
+        if not isinstance(previous, Mapping) or 'ckn_hex' not in previous or 'cak_hex' not in previous:
+            errors.append(where + ': previous must be a dict with ckn_hex and cak_hex (the key being replaced)')
+        else:
+            times.append(('previous.active_from', previous.get('active_from')))
+            previous_ckn, previous_cak = '%s' % (previous['ckn_hex'],), '%s' % (previous['cak_hex'],)
+            ckn_error = _macsec_ckn(where, 'previous.ckn_hex', previous_ckn)
+            if ckn_error is None and previous_ckn.lower() == ckn.lower():
+                ckn_error = where + ': previous.ckn_hex is the same as ckn_hex (a rotated key has a new CKN)'
+            errors.extend((ckn_error, _macsec_cak(where, 'previous.cak_hex', previous_cak, suite)))
+            if link.get('active_from') is None:
+                errors.append(where + ': previous needs active_from (when the new key takes over from it)')
+    for field, value in times:
+        if value is not None and (not _digits(value) or not MACSEC_TIME_RANGE[0] <= _number(value) <= MACSEC_TIME_RANGE[1]):
+            errors.append(where + ': ' + field + ' must be a UNIX time from 2000 to 2035 (IOS-XE key lifetimes end in 2035)')
+    if len(times) == 2 and all(value is not None and _digits(value) for field, value in times) \
+            and _number(times[1][1]) >= _number(times[0][1]):
+        errors.append(where + ': previous.active_from must come before active_from')
+    return errors
+
+
+def macsec_link_input_errors(inputs):
+    """Errors of the macsec_link role's inputs (``inputs``: its variables by name), each naming the link and the field."""
+    errors = []
+    platform = inputs.get('macsec_link_platform')
+    if platform not in MACSEC_PLATFORM_SUITES:
+        errors.append('macsec_link_platform must be one of ios_xe, junos, linux')
+    if inputs.get('macsec_link_mode') == 'render' and not inputs.get('macsec_link_output_dir'):
+        errors.append('macsec_link_output_dir is required in render mode')
+    priority = inputs.get('macsec_link_key_server_priority')
+    if priority is not None and not 0 <= _number(priority) <= 255:
+        errors.append('macsec_link_key_server_priority must be from 0 to 255')
+    overlap = inputs.get('macsec_link_ios_xe_rollover_overlap')
+    if not _digits(overlap) or _number(overlap) > 86400:
+        errors.append('macsec_link_ios_xe_rollover_overlap must be from 0 to 86400 seconds')
+    ids, interfaces = [], {}
+    for index, link in enumerate(inputs.get('macsec_link_links') or []):
+        errors.extend(_macsec_link_errors(index, link, platform, ids, interfaces))
+    return [error for error in errors if error]
+
+
 ROLE_INPUT_CHECKS = {
     'dmvpn_ios_xe': dmvpn_ios_xe_input_errors,
+    'macsec_link': macsec_link_input_errors,
     'strongswan_site': strongswan_site_input_errors,
 }
