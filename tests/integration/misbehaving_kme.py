@@ -82,32 +82,21 @@ def _reset(sock):
     sock.close()
 
 
-class MisbehavingKME(object):
-    """Serves one behaviour from BEHAVIOURS on a loopback port until stop()."""
+class LoopbackTLSServer(object):
+    """A TLS server on a loopback port: accepts until stop(), each connection handled by ``_handle`` in a thread.
 
-    def __init__(self, directory, behaviour, delay=3.0):
-        self.paths = _write_pki(directory)
-        self.behaviour = behaviour
-        self.delay = delay
-        self.requests = 0
-        self.connections = 0
-        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self._context.load_cert_chain(*self.paths['server'])
+    Subclasses set up what they need, then call ``_listen(context, scheme)``."""
+
+    def _listen(self, context, scheme='https'):
+        self._context = context
         self._sock = socket.socket()
         self._sock.bind(('127.0.0.1', 0))
         self._sock.listen(16)
         self._sock.settimeout(0.2)
-        self.url = 'https://127.0.0.1:%d' % self._sock.getsockname()[1]
+        self.url = '%s://127.0.0.1:%d' % (scheme, self._sock.getsockname()[1])
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
-
-    def client_settings(self, **overrides):
-        settings = dict(interface='etsi014', kme_url=self.url, client_cert=self.paths['client'][0],
-                        client_key=self.paths['client'][1], ca_cert=self.paths['ca'], timeout=1.0,
-                        retries=2, retry_backoff=0.01)
-        settings.update(overrides)
-        return settings
 
     def _serve(self):
         while not self._stopping.is_set():
@@ -118,6 +107,35 @@ class MisbehavingKME(object):
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(raw,), daemon=True).start()
+
+    def _handle(self, raw):
+        raise NotImplementedError
+
+    def stop(self):
+        self._stopping.set()
+        self._sock.close()
+        self._thread.join(2)
+
+
+class MisbehavingKME(LoopbackTLSServer):
+    """Serves one behaviour from BEHAVIOURS on a loopback port until stop()."""
+
+    def __init__(self, directory, behaviour, delay=3.0):
+        self.paths = _write_pki(directory)
+        self.behaviour = behaviour
+        self.delay = delay
+        self.requests = 0
+        self.connections = 0
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*self.paths['server'])
+        self._listen(context)
+
+    def client_settings(self, **overrides):
+        settings = dict(interface='etsi014', kme_url=self.url, client_cert=self.paths['client'][0],
+                        client_key=self.paths['client'][1], ca_cert=self.paths['ca'], timeout=1.0,
+                        retries=2, retry_backoff=0.01)
+        settings.update(overrides)
+        return settings
 
     def _handle(self, raw):
         self.connections += 1
@@ -168,8 +186,3 @@ class MisbehavingKME(object):
             pass
         finally:
             raw.close()
-
-    def stop(self):
-        self._stopping.set()
-        self._sock.close()
-        self._thread.join(2)

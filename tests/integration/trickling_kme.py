@@ -19,13 +19,13 @@ import threading
 import time
 import uuid
 
-from misbehaving_kme import _write_pki
+from misbehaving_kme import LoopbackTLSServer, _write_pki
 
 PSK_IDENTITY = 'SAE-TEST'
 PSK = bytes(range(32))  # a test PSK, not a key
 
 
-class TricklingKME(object):
+class TricklingKME(LoopbackTLSServer):
     """Serve ``interface`` ('etsi014', 'etsi004', 'etsi004-binary', 'skip-psk', 'skip-mtls') until stop()."""
 
     def __init__(self, directory, interface, interval=0.05, trickle_close=False):
@@ -35,17 +35,7 @@ class TricklingKME(object):
         self.trickle_close = trickle_close   # ETSI 004: trickle the answer to CLOSE too
         self.requests = {}
         self._lock = threading.Lock()
-        self._context = self._server_context()
-        self._sock = socket.socket()
-        self._sock.bind(('127.0.0.1', 0))
-        self._sock.listen(16)
-        self._sock.settimeout(0.2)
-        port = self._sock.getsockname()[1]
-        scheme = {'etsi004': 'tls', 'etsi004-binary': 'tls+binary'}.get(interface, 'https')
-        self.url = '%s://127.0.0.1:%d' % (scheme, port)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self._listen(self._server_context(), {'etsi004': 'tls', 'etsi004-binary': 'tls+binary'}.get(interface, 'https'))
 
     def _server_context(self):
         if self.interface == 'skip-psk':
@@ -68,16 +58,6 @@ class TricklingKME(object):
     def _saw(self, kind):
         with self._lock:
             self.requests[kind] = self.requests.get(kind, 0) + 1
-
-    def _serve(self):
-        while not self._stopping.is_set():
-            try:
-                raw = self._sock.accept()[0]
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(raw,), daemon=True).start()
 
     def _handle(self, raw):
         try:
@@ -196,8 +176,3 @@ class TricklingKME(object):
             body = status
         self._send(conn, self.HEADER.pack(1, 0, 1, service + 1, len(body)) + body, trickle=self._trickles(command))
         return True
-
-    def stop(self):
-        self._stopping.set()
-        self._sock.close()
-        self._thread.join(2)
