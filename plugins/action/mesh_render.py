@@ -118,17 +118,14 @@ class ActionModule(ActionBase):
         for site, role, output in outputs:
             for directory, mode in output['directories']:
                 writer.directory(directory, mode)
-            before = len(writer.changed) + len(writer.removed)
             for path, text, mode, force in output['files']:
                 writer.write(path, text, mode, force)
             for path in output.get('stale', []):
                 writer.remove(path)
-            if len(writer.changed) + len(writer.removed) > before:
-                entry = per_site.setdefault(site, {'written': [], 'removed': []})
-                entry['written'].extend(os.path.relpath(path, output_dir) for path in writer.changed[before:])
-        for path in writer.removed:
-            site = os.path.relpath(path, output_dir).split(os.sep)[0]
-            per_site.setdefault(site, {'written': [], 'removed': []})['removed'].append(os.path.relpath(path, output_dir))
+        for kind, paths in (('written', writer.changed), ('removed', writer.removed)):
+            for path in paths:
+                relative = os.path.relpath(path, output_dir)
+                per_site.setdefault(relative.split(os.sep)[0], {'written': [], 'removed': []})[kind].append(relative)
         for entry in per_site.values():
             entry['written'] = sorted(set(entry['written']) - set(entry['removed']))
         for site, (before, after) in self._public_changes(outputs, writer, output_dir).items():

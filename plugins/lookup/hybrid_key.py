@@ -406,6 +406,8 @@ class LookupModule(LookupBase):
         key_store = self.get_option('key_store')
         if key_store and not os.path.isdir(key_store):
             raise AnsibleLookupError('key_store %s is not a directory' % key_store)
+        if key_store and not self.get_option('dry_run') and not os.access(key_store, os.W_OK | os.X_OK):
+            raise AnsibleLookupError('key_store %s is not writable, so no new key could be stored; nothing was keyed' % key_store)
         if self.get_option('lock_timeout') < 0:
             raise AnsibleLookupError('lock_timeout must be 0 or more seconds, got %d' % self.get_option('lock_timeout'))
         if self.get_option('previous_key_lifetime') < 0:

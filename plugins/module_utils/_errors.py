@@ -4,7 +4,7 @@
 """PRIVATE: the one base class of the collection's errors. Not a public API.
 
 Every error this collection raises on purpose (key delivery, the key store, the combiner, the
-PQC backends, link keying, the mesh inventory) subclasses ``KeyfabricError``, so a plugin can
+PQC backends, link keying and policies, the mesh inventory, role rendering) subclasses ``KeyfabricError``, so a plugin can
 catch them with one ``except`` and show ``message``: a sentence that names what failed and never
 holds key bytes.
 """

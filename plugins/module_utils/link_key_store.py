@@ -47,7 +47,7 @@ import time
 from contextlib import contextmanager
 
 from ansible_collections.qsafe.keyfabric.plugins.module_utils._errors import KeyfabricError
-from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import key_check_value, write_secret_file
+from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import check_writable, key_check_value, write_secret_file
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.link_policy import LinkPolicy
 
 LINK_KEY_FORMAT = 'qsafe-keyfabric-link-key/1'
@@ -270,16 +270,18 @@ class LinkKeyStore:
             delay = min(delay * 2, 0.1)
 
     @staticmethod
-    def fits(record, wanted, rotate=False, max_age=0, planned=None, now=None):
+    def fits(record, wanted, rotate=False, max_age=0, planned=False, now=None):
         """Whether a keying call reuses ``record`` for ``wanted``.
 
         A key another run stored after this one planned (``record`` is not ``planned``, compared by
-        PPK ID) is reused when it fits, even with ``rotate`` or ``max_age``: that run did the
-        rotation this one asked for, and keying again would spend a second key for nothing.
+        PPK ID; ``planned`` None: there was no key then, False: this is the planning itself) is reused
+        when it fits, even with ``rotate`` or ``max_age`` and even when degraded: that run did the keying
+        this one asked for, just now, and keying again would spend a second key for nothing.
         """
         if record is None:
             return False
-        if planned is not False and _ppk_id(record) != _ppk_id(planned) and reusable(record, wanted):
+        if planned is not False and _ppk_id(record) != _ppk_id(planned) and \
+                reusable(record, wanted, accept_degraded=True):
             return True
         return not rotate and reusable(record, wanted, max_age, now=now)
 
@@ -298,6 +300,8 @@ class LinkKeyStore:
             if self.fits(stored, wanted, rotate, max_age, planned):
                 retire_previous_link_key(path, stored, self.previous_key_lifetime)
                 return stored, True
+            # The store must take the new key before one is spent for it.
+            check_writable(path, 'key_store')
             record = make_record()
             started = time.perf_counter()
             record = replace_link_key(path, record, stored)

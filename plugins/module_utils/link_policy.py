@@ -46,6 +46,8 @@ __metaclass__ = type
 
 from collections import namedtuple
 
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._errors import KeyfabricError
+
 SOURCES = ('classical', 'qkd', 'pqc')
 QUANTUM_SAFE_SOURCES = frozenset(('qkd', 'pqc'))
 ON_MISSING = ('fail', 'degrade')
@@ -70,11 +72,11 @@ alarm: a one-line message for logs and monitoring when degraded, else None.
 """
 
 
-class LinkPolicyError(ValueError):
+class LinkPolicyError(KeyfabricError, ValueError):
     """A policy spec, or a list of present sources, is not valid."""
 
 
-class PolicyViolation(Exception):
+class PolicyViolation(KeyfabricError):
     """A link lacks a source its policy requires and the policy says to fail.
 
     link_id, policy (name), missing (tuple) and present (tuple) say what was wrong.

@@ -26,9 +26,13 @@ description:
     into the files the role declares in C(_<role>_outputs) of its C(vars/main.yml) (template, file, mode) -
     the declaration the role's own tasks loop over.
   - The keys come from O(key_store), read as the P(qsafe.keyfabric.hybrid_key#lookup) lookup with C(store_only)
-    reads them (the same code; each key checked against the KCV and size its file records),
-    are turned into per-purpose secrets as P(qsafe.keyfabric.link_secrets#filter) does (the same code), and exist only in
-    memory and in the files (mode 0600, written atomically). The result names files, never content.
+    reads them (the same code; each key checked against the KCV and size its file records). The store settings
+    a link's key must match come from the link's plan entry (its C(policy) and C(kem_algorithm)), else from
+    the play variables C(qsafe_policy), C(qsafe_kem_algorithm), C(qsafe_hash_algorithm), C(qsafe_key_length),
+    C(qsafe_previous_key_lifetime) and the environment variable E(QSAFE_POLICY); unlike the lookup, the
+    action does not read C(ansible.cfg) (the mesh plan gives every link its policy, so a plan never needs it).
+  - The keys are turned into per-purpose secrets as P(qsafe.keyfabric.link_secrets#filter) does (the same code),
+    and exist only in memory and in the files that hold them (mode 0600, written atomically and durably). The result names files, never content.
   - Every site is rendered and checked before the first file is written, so bad inventory data leaves
     the output directory as it was.
   - Linux MACsec files of links that left the mesh are removed, as the M(qsafe.keyfabric.macsec_link)

@@ -33,13 +33,14 @@ from ansible_collections.qsafe.keyfabric.plugins.plugin_utils._ansible_compat im
     trust_as_template,
 )
 
+from ansible_collections.qsafe.keyfabric.plugins.module_utils._errors import KeyfabricError
 from ansible_collections.qsafe.keyfabric.plugins.module_utils.key_material import write_secret_file
 
 # What the template module does by default (trim_blocks on, "\n" line ends).
 TEMPLATE_OVERRIDES = dict(trim_blocks=True, lstrip_blocks=False, newline_sequence='\n')
 
 
-class RoleRenderError(Exception):
+class RoleRenderError(KeyfabricError):
     """A role cannot be rendered; the message names the role and the variable, never a value."""
 
 

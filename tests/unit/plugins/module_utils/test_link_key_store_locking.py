@@ -221,3 +221,34 @@ def test_stored_link_keys_names_every_link_without_a_key(tmp_path):
     assert stored_link_keys(str(tmp_path), links[:1])[0]['kcv'] == new_record(3)['kcv']
     with pytest.raises(LinkKeyStoreError):
         stored_link_keys(str(tmp_path), links[:1], hash_algorithm='sha384')
+
+
+def test_planning_does_not_take_a_stored_key_for_a_rotation_or_an_expired_key(tmp_path):
+    """At planning (no ``planned`` record) a stored key is what this call planned on: rotate and max_age apply."""
+    stored = new_record(1)
+    assert LinkKeyStore.fits(stored, WANTED) is True
+    assert LinkKeyStore.fits(stored, WANTED, rotate=True) is False
+    assert LinkKeyStore.fits(dict(stored, created=int(time.time()) - 100), WANTED, max_age=10) is False
+
+
+def test_a_degraded_key_another_run_just_stored_is_reused_not_keyed_again(tmp_path):
+    store = LinkKeyStore(str(tmp_path))
+    write_link_key(store.path('A--B'), dict(new_record(7), degraded=True))
+    keyer = Keyer(delay=0)
+    record, reused = store.key_link(WANTED, keyer, planned=None)  # nothing was stored when this call planned
+    assert reused and keyer.calls == 0 and record['ppk_id'] == new_record(7)['ppk_id']
+    # The same degraded key, planned on by this call, is replaced (its missing source may be back).
+    record, reused = store.key_link(WANTED, keyer, planned=read_link_key(store.path('A--B')))
+    assert not reused and keyer.calls == 1
+
+
+def test_an_unwritable_store_fails_before_a_key_is_spent(tmp_path, monkeypatch):
+    from ansible_collections.qsafe.keyfabric.plugins.module_utils import key_material
+    store = LinkKeyStore(str(tmp_path))
+    keyer = Keyer(delay=0)
+    real_access = os.access
+    monkeypatch.setattr(key_material.os, 'access', lambda path, mode: False if path == str(tmp_path) else real_access(path, mode))
+    with pytest.raises(Exception) as failure:
+        store.key_link(WANTED, keyer, planned=None)
+    assert 'not writable' in str(failure.value)
+    assert keyer.calls == 0
