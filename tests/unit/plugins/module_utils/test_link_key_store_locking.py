@@ -252,3 +252,18 @@ def test_an_unwritable_store_fails_before_a_key_is_spent(tmp_path, monkeypatch):
         store.key_link(WANTED, keyer, planned=None)
     assert 'not writable' in str(failure.value)
     assert keyer.calls == 0
+
+
+def test_reusing_the_planned_key_takes_no_lock_but_reads_the_file_again(tmp_path):
+    store = LinkKeyStore(str(tmp_path), lock_timeout=0)
+    write_link_key(store.path('A--B'), new_record(3))
+    planned = store.read('A--B')
+    keyer = Keyer(delay=0)
+    with store.locked('A--B'):  # another run holds the link: the planned key is still handed out
+        record, reused = store.key_link(WANTED, keyer, planned=planned)
+        assert reused and record['ppk_id'] == planned['ppk_id'] and keyer.calls == 0
+        # The file changed since planning (another run replaced the key): the decision needs the lock.
+        write_link_key(store.path('A--B'), new_record(4))
+        with pytest.raises(LinkKeyStoreError):
+            store.key_link(WANTED, keyer, planned=planned)
+    assert keyer.calls == 0
