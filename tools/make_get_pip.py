@@ -59,6 +59,7 @@ def run():
     try:
         with zipfile.ZipFile(WHEEL) as wheel:
             wheel.extractall(workdir)
+        # pip runs from its own unpacked wheel, as the real get-pip script does: the one reason to edit sys.path.
         sys.path.insert(0, workdir)
         from pip._internal.cli.main import main as pip_main  # pylint: disable=import-outside-toplevel
         return pip_main(['install', '--upgrade', '--force-reinstall', '--find-links', HERE] + args)
