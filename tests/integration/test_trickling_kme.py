@@ -44,14 +44,8 @@ def _client(server, retries=3, retry_backoff=0.01):
     return SkipClient(server.url, auth='mtls', **dict(mtls, **common))
 
 
-# interface -> (the request kind that hands out a key, as the server counts it)
-KEY_REQUESTS = {'etsi014': 'enc_keys', 'etsi004': 'GET_KEY', 'etsi004-binary': 'GET_KEY', 'skip-psk': 'key',
-                'skip-mtls': 'key'}
-
-
-@pytest.mark.parametrize('interface', sorted(KEY_REQUESTS))
-def test_a_trickled_key_answer_fails_within_the_timeout_and_is_never_repeated(trickling_kme, interface):
-    server = trickling_kme(interface)
+def _timed_key_request(server):
+    """A master's key request to ``server``: (the KeyDeliveryError it ends in, seconds taken, warnings)."""
     warnings = []
     client = _client(server)
     client._warn = warnings.append
@@ -60,6 +54,18 @@ def test_a_trickled_key_answer_fails_within_the_timeout_and_is_never_repeated(tr
         client.get_new_keys(SLAVE, 1, 256)
     elapsed = time.monotonic() - started
     client.close()
+    return err, elapsed, warnings
+
+
+# interface -> (the request kind that hands out a key, as the server counts it)
+KEY_REQUESTS = {'etsi014': 'enc_keys', 'etsi004': 'GET_KEY', 'etsi004-binary': 'GET_KEY', 'skip-psk': 'key',
+                'skip-mtls': 'key'}
+
+
+@pytest.mark.parametrize('interface', sorted(KEY_REQUESTS))
+def test_a_trickled_key_answer_fails_within_the_timeout_and_is_never_repeated(trickling_kme, interface):
+    server = trickling_kme(interface)
+    err, elapsed, warnings = _timed_key_request(server)
     assert elapsed < TIMEOUT + 1.0, 'took %.2f s with timeout %s' % (elapsed, TIMEOUT)
     assert err.value.kind == 'timeout' and err.value.consumed, err.value.message
     assert 'no key is consumed twice' in err.value.message
@@ -109,14 +115,7 @@ def test_after_a_lost_get_key_answer_the_004_client_does_not_wait_on_close(trick
     """A KME that trickles every answer after OPEN_CONNECT: CLOSE is not sent after the lost GET_KEY answer
     (the stream expires on its TTL), so the task still ends within timeout + 1 s."""
     server = trickling_kme(interface, trickle_close=True)
-    warnings = []
-    client = _client(server)
-    client._warn = warnings.append
-    started = time.monotonic()
-    with pytest.raises(KeyDeliveryError) as err:
-        client.get_new_keys(SLAVE, 1, 256)
-    elapsed = time.monotonic() - started
-    client.close()
+    err, elapsed, warnings = _timed_key_request(server)
     assert elapsed < TIMEOUT + 1.0 and err.value.consumed, (elapsed, err.value.message)
     assert server.count('GET_KEY') == 1 and server.count('CLOSE') == 0, server.requests
     assert any('is not closed' in warning for warning in warnings), warnings
